@@ -1,0 +1,98 @@
+"""Pricing a kernel on a group of identical devices working together.
+
+A system deploys ``count`` devices per role. This module says how one kernel spreads over them:
+
+- FC: the weight is split in ``count`` blocks along the output dimension (tensor-parallel
+  column split for GPUs; PAPI's one 2D block per HBM device for FC-PIM). Every device computes
+  its block at the same time, so the group's time is one shard's time; energy is ``count``
+  shards' energy.
+- Attention: KV heads are spread over the devices (AttAcc's head-wise mapping). With more
+  devices than KV heads, the remaining factor forms replica sets that hold different requests'
+  KV. Requests are balanced over the sets; the group's time is
+  ``max(total / sets, longest request)``, the bound that greedy longest-first assignment meets
+  within 4/3 and that is exact when many similar requests share the sets.
+- Transfers over the group's link (activations in, results out) are priced by the link model,
+  with ``count`` links in parallel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pimserve.hardware.cost import Cost, CostModel, cost_model_for
+from pimserve.hardware.link import LinkModel
+from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel
+from pimserve.specs.catalog import load_device, load_link
+from pimserve.specs.system import DeviceGroup
+
+
+@dataclass
+class GroupModel:
+    """``count`` devices of one kind, with an optional link to the compute side."""
+
+    role: str
+    device: CostModel
+    count: int
+    link: LinkModel | None = None
+    tier: str | None = None
+
+    @classmethod
+    def from_spec(cls, group: DeviceGroup, method: str | None = None) -> GroupModel:
+        dev = cost_model_for(load_device(group.device), method)
+        link = LinkModel(load_link(group.link)) if group.link else None
+        return cls(group.role, dev, group.count, link, group.tier)
+
+    @property
+    def name(self) -> str:
+        return f"{self.count}x {self.device.name}"
+
+    @property
+    def capacity_bytes(self) -> float:
+        return self.count * self.device.capacity_bytes
+
+    def fc(self, k: FCKernel) -> Cost:
+        """One FC kernel instance split over the group's devices (time of one shard)."""
+        shard = self.device.cost(k.split(self.count, axis="n"))
+        return Cost(
+            shard.time_s,
+            shard.energy_j * self.count,
+            shard.compute_s,
+            shard.memory_s,
+            shard.transfer_s,
+        )
+
+    def attention_sets(self, n_kv_heads: int) -> tuple[int, int]:
+        """(head ways, replica sets) for a model with ``n_kv_heads`` KV heads on this group."""
+        ways = max(1, min(self.count, n_kv_heads))
+        return ways, max(1, self.count // ways)
+
+    def attention(self, k: AttentionKernel) -> Cost:
+        """One attention kernel (all requests) on the group: heads split, requests balanced."""
+        if k.n_requests == 0:
+            return Cost(0.0, 0.0)
+        ways, sets = self.attention_sets(k.n_kv_heads)
+        per = self.device.cost(k.split_heads(ways))
+        t = np.asarray(per.time_s, dtype=np.float64)
+        time_s = float(max(t.sum() / sets, t.max()))
+        frac = time_s / t.sum() if t.sum() > 0 else 0.0
+        return Cost(
+            time_s,
+            float(np.sum(per.energy_j)) * ways,
+            float(np.sum(per.compute_s)) * frac,
+            float(np.sum(per.memory_s)) * frac,
+            float(np.sum(per.transfer_s)) * frac,
+        )
+
+    def collective(self, k: CollectiveKernel) -> Cost:
+        return self.device.cost(k)
+
+    def transfer(self, bytes_total: Any) -> Cost:
+        """Move ``bytes_total`` between this group and the compute side over ``count`` links."""
+        if self.link is None or np.sum(bytes_total) == 0:
+            return Cost(0.0, 0.0)
+        per_link = float(np.sum(bytes_total)) / self.count
+        c = self.link.transfer(per_link)
+        return Cost(c.time_s, c.energy_j * self.count, 0.0, 0.0, c.time_s)

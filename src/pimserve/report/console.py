@@ -1,0 +1,72 @@
+"""Printing results: rich tables for people, JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert dataclasses, numpy values and nested containers into JSON-friendly data."""
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if hasattr(obj, "model_dump"):
+        return to_jsonable(obj.model_dump())
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating | float):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as indented JSON on stdout (no colour, safe to pipe)."""
+    print(json.dumps(to_jsonable(obj), indent=2))
+
+
+def print_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = ""
+) -> None:
+    """Print a rich table; numeric cells are right-aligned."""
+    table = Table(title=title, caption=caption or None, header_style="bold")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*[fmt(v) for v in r])
+    console.print(table)
+
+
+def fmt(v: Any) -> str:
+    """Human formatting: 3 significant digits for floats, thousands separators for ints."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int | np.integer):
+        return f"{int(v):,}"
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        if not math.isfinite(f):
+            return "-"
+        if f == 0:
+            return "0"
+        if abs(f) >= 1e5 or abs(f) < 1e-3:
+            return f"{f:.3g}"
+        return f"{f:.4g}"
+    return str(v)
