@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from pimserve.cli.options import given, options_from
+from pimserve.engine.config import RunConfig
 from pimserve.errors import PimserveError
 
 FORMAT = click.option(
@@ -74,7 +76,8 @@ def models(fmt: str) -> None:
         ]
         for m in ms
     ]
-    cols = ["model", "params (B)", "layers", "hidden", "heads/kv", "ffn", "mlp", "KV KiB/tok", "ctx"]
+    cols = ["model", "params (B)", "layers", "hidden", "heads/kv", "ffn", "mlp", "KV KiB/tok",
+            "ctx"]
     print_table("built-in models", cols, rows)
 
 
@@ -242,6 +245,219 @@ def kernels(
         table_rows,
         caption="one instance (one layer); * = fastest",
     )
+
+
+# ------------------------------------------------------------------------------------------
+# run, compare, calibrate
+# ------------------------------------------------------------------------------------------
+def workload_options(f: Any) -> Any:
+    """Options that choose the requests: a preset or a trace file."""
+    f = click.option("--rate", "rate_per_s", type=float, default=None,
+                     help="arrival rate for a synthetic preset, requests/s (default: its own)")(f)
+    f = click.option("--requests", "n_requests", type=int, default=None,
+                     help="requests drawn from a preset (default 256) or kept from a trace")(f)
+    f = click.option("--trace-format", default="azure", show_default=True,
+                     help="azure | mooncake | dolly | arxiv | generic")(f)
+    f = click.option("--trace", type=click.Path(dir_okay=False), default=None,
+                     help="serve this trace file instead of a preset")(f)
+    f = click.option("--workload", default="dolly-creative", show_default=True,
+                     help="workload preset (see `pimserve workloads`)")(f)
+    return f
+
+
+def _progress_runner(enabled: bool) -> Any:
+    """A context manager yielding a progress callback (rich bar on a terminal)."""
+    import contextlib
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    @contextlib.contextmanager
+    def ctx() -> Any:
+        if not enabled:
+            yield None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total} requests"),
+                      TimeElapsedColumn(), transient=True) as bar:
+            task = bar.add_task("simulating", total=None)
+
+            def cb(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            yield cb
+
+    return ctx()
+
+
+def _summary_rows(r: Any) -> list[list[Any]]:
+    def s(d: dict, k: str = "mean") -> Any:
+        v = d.get(k)
+        return "-" if v is None else v
+
+    return [
+        ["requests completed / total", f"{r.requests_completed} / {r.requests_total}"],
+        ["rejected / still running / waiting",
+         f"{r.requests_rejected} / {r.requests_running} / {r.requests_waiting}"],
+        ["preemptions", r.preemptions],
+        ["output tokens", r.output_tokens],
+        ["iterations", r.iterations],
+        ["simulated time (s)", r.simulated_time_s],
+        ["throughput (tok/s)", r.throughput_tok_s],
+        ["TTFT mean / p99 (ms)", f"{s(r.ttft_ms):.4g} / {s(r.ttft_ms, 'p99'):.4g}"
+         if r.ttft_ms["mean"] is not None else "-"],
+        ["TPOT mean / p99 (ms)", f"{s(r.tpot_ms):.4g} / {s(r.tpot_ms, 'p99'):.4g}"
+         if r.tpot_ms["mean"] is not None else "-"],
+        ["latency mean / p99 (s)", f"{s(r.latency_s):.4g} / {s(r.latency_s, 'p99'):.4g}"
+         if r.latency_s["mean"] is not None else "-"],
+        ["energy (J) / per token (J)", f"{r.energy_j:.4g} / {r.energy_per_token_j:.4g}"],
+        ["FC on GPU (FLOP fraction)", r.fc_on_gpu_fraction],
+        ["mean RLP / mean TLP", f"{r.mean_rlp:.3g} / {r.mean_tlp:.3g}"],
+        *[[f"time: {k} (s)", v] for k, v in r.time_breakdown_s.items()],
+        ["wall time (s)", r.wall_time_s],
+    ]
+
+
+@main.command()
+@click.option("--system", default="papi", show_default=True, help="system name or YAML file")
+@click.option("--model", default="llama-65b", show_default=True, help="model name or file")
+@workload_options
+@options_from(RunConfig)
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="also write the result as JSON to this file")
+@FORMAT
+def run(system: str, model: str, workload: str, trace: str | None, trace_format: str,
+        n_requests: int | None, rate_per_s: float | None, out: str | None, fmt: str,
+        **kwargs: Any) -> None:
+    """Serve a workload on one system and print throughput, latency, energy and breakdowns.
+
+    With no options: PAPI serving LLaMA-65B on 256 Dolly creative-writing requests, static
+    batches of 16, no speculation.
+    """
+    from pimserve.api import simulate
+    from pimserve.report.console import console, print_json, print_table
+
+    opts = given(kwargs, RunConfig)
+    with _progress_runner(fmt == "table" and console.is_terminal) as cb:
+        r = simulate(system, model, workload, trace=trace, trace_format=trace_format,
+                     n_requests=n_requests, rate_per_s=rate_per_s, progress=cb, **opts)
+    if out:
+        from pathlib import Path
+
+        Path(out).write_text(r.to_json())
+    if fmt == "json":
+        print_json(r.to_dict())
+        return
+    c = r.config
+    title = (f"{r.system} serving {r.model} on {r.workload}: {c['batching']} batching, "
+             f"batch {c['batch']}, TLP {c['tlp']}, FC placement {c['fc_placement']}"
+             + (f" (alpha {c['alpha']:g})" if c.get("alpha") else ""))
+    print_table(title, ["metric", "value"], _summary_rows(r))
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+@main.command()
+@click.option("--systems", default="papi,a100-attacc,a100-hbmpim,attacc-only",
+              show_default=True, help="comma-separated system names or files")
+@click.option("--baseline", default=None,
+              help="system the speedups are relative to (default: a100-attacc if listed, "
+                   "else the first)")
+@click.option("--model", default="llama-65b", show_default=True, help="model name or file")
+@workload_options
+@options_from(RunConfig)
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="also write every result as JSON to this file")
+@FORMAT
+def compare(systems: str, baseline: str | None, model: str, workload: str, trace: str | None,
+            trace_format: str, n_requests: int | None, rate_per_s: float | None,
+            out: str | None, fmt: str, **kwargs: Any) -> None:
+    """Serve the same workload on several systems; throughput, latency, energy side by side."""
+    from pimserve.api import simulate
+    from pimserve.errors import ConfigurationError
+    from pimserve.report.console import console, print_json, print_table
+
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    if not names:
+        raise ConfigurationError("--systems needs at least one system name")
+    base = baseline or ("a100-attacc" if "a100-attacc" in names else names[0])
+    if base not in names:
+        raise ConfigurationError(f"--baseline '{base}' is not among --systems ({systems})")
+    opts = given(kwargs, RunConfig)
+    results = {}
+    for name in names:
+        with _progress_runner(fmt == "table" and console.is_terminal) as cb:
+            results[name] = simulate(name, model, workload, trace=trace,
+                                     trace_format=trace_format, n_requests=n_requests,
+                                     rate_per_s=rate_per_s, progress=cb, **opts)
+    b = results[base]
+    rows = []
+    out_rows = []
+    for name, r in results.items():
+        speedup = r.throughput_tok_s / b.throughput_tok_s if b.throughput_tok_s else float("nan")
+        eff = (b.energy_per_token_j / r.energy_per_token_j
+               if r.energy_per_token_j else float("nan"))
+        rows.append([name, r.throughput_tok_s, speedup, r.tpot_ms["mean"] or float("nan"),
+                     r.latency_s["p99"] or float("nan"), r.energy_per_token_j, eff,
+                     r.fc_on_gpu_fraction, r.requests_completed, r.requests_rejected])
+        out_rows.append({"system": name, "speedup": speedup, "energy_efficiency": eff,
+                         "result": r.to_dict()})
+    if out:
+        import json
+        from pathlib import Path
+
+        from pimserve.jsonutil import to_jsonable
+
+        Path(out).write_text(json.dumps(to_jsonable({"baseline": base, "runs": out_rows}),
+                                        indent=2))
+    if fmt == "json":
+        print_json({"baseline": base, "runs": out_rows})
+        return
+    print_table(
+        f"{model} on {b.workload}, baseline {base}",
+        ["system", "tok/s", "speedup", "TPOT ms", "p99 latency s", "J/token",
+         "energy eff.", "FC on GPU", "completed", "rejected"],
+        rows,
+    )
+
+
+@main.command()
+@click.option("--system", default="papi", show_default=True, help="system with gpu and fc_pim")
+@click.option("--model", default="llama-65b", show_default=True, help="model name or file")
+@click.option("--max-parallelism", default=512, show_default=True, type=int,
+              help="largest RLP x TLP swept")
+@FORMAT
+def calibrate(system: str, model: str, max_parallelism: int, fmt: str) -> None:
+    """Find PAPI's alpha: the RLP x TLP where one layer's FC is faster on the GPU than FC-PIM."""
+    from pimserve.engine.calibration import calibrate_alpha
+    from pimserve.report.console import print_json, print_table
+
+    cal = calibrate_alpha(system, model, max_parallelism)
+    if fmt == "json":
+        print_json({"system": cal.system, "model": cal.model, "alpha": cal.alpha,
+                    "how": cal.how, "parallelism": cal.parallelism,
+                    "gpu_time_s": cal.gpu_time_s, "pim_time_s": cal.pim_time_s})
+        return
+    show = [n for n in cal.parallelism if n & (n - 1) == 0 or n == cal.alpha
+            or n == cal.alpha + 1]
+    rows = [[n, cal.gpu_time_s[n - 1] * 1e6, cal.pim_time_s[n - 1] * 1e6,
+             "FC-PIM" if n <= cal.alpha else "GPU"] for n in show]
+    print_table(f"alpha for {cal.system} / {cal.model} = {cal.alpha:g}",
+                ["RLP x TLP", "GPU us/layer", "FC-PIM us/layer", "PAPI places on"], rows,
+                caption=cal.how)
+
+
+@main.command()
+@FORMAT
+def workloads(fmt: str) -> None:
+    """List the workload presets and where their statistics come from."""
+    from pimserve.report.console import print_json, print_table
+    from pimserve.workload.presets import WORKLOADS
+
+    rows = [[n, WORKLOADS.help(n)] for n in WORKLOADS.names()]
+    if fmt == "json":
+        print_json([{"name": n, "description": d} for n, d in rows])
+        return
+    print_table("workload presets", ["workload", "description"], rows)
 
 
 if __name__ == "__main__":  # pragma: no cover

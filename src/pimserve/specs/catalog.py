@@ -98,6 +98,10 @@ def load_model(name_or_path: str | ModelSpec) -> ModelSpec:
     """A built-in model by name or alias, a ModelSpec YAML, or a HuggingFace config.json."""
     if isinstance(name_or_path, ModelSpec):
         return name_or_path
+    # A registered name or alias wins over the path reading, so that HuggingFace repo ids
+    # such as "meta-llama/Meta-Llama-3-70B" (which contain "/") resolve to presets.
+    if name_or_path.lower() in _models():
+        return _models()[name_or_path.lower()]
     if _is_path(name_or_path):
         path = Path(name_or_path)
         if not path.exists():

@@ -179,6 +179,14 @@ class PIMSpec(DeviceBase):
     reduction_units_device: NonNeg = Field(
         0.0, description="reduction units on the logic die / DIMM buffer (PAM)"
     )
+    reduction_unit_lanes: PosInt = Field(
+        16, description="FP16 lanes of one reduction unit (PAM §5.2: 16-wide vector unit)"
+    )
+    activation: Literal["all_bank", "per_bank"] = Field(
+        "all_bank",
+        description="all_bank: one ACTAB opens a row in every bank (AttAcc); per_bank: each "
+        "bank of a rank is activated separately, paced by t_rrd_s and t_faw",
+    )
     energy: PIMEnergy = Field(default_factory=PIMEnergy)
     pu_op_energy_factor: NonNeg = Field(
         0.0,

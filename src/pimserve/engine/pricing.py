@@ -1,0 +1,278 @@
+"""Prices one iteration: FC kernel groups placed and costed, attention, transfers, collectives.
+
+The iteration of a decoder layer runs, in order: QKV generation (FC) -> transfer of Q/K/V to the
+attention devices -> attention -> transfer of the outputs back -> output projection (FC) ->
+all-reduce -> FFN or MoE experts (FC) -> all-reduce. All decoder layers are alike, so one layer
+is priced and multiplied by the number of layers; the LM head runs once.
+
+Speed: the FC part of a layer depends only on the tokens in flight (and, for MoE, the routing),
+so it is memoised on those. Attention costs per request depend only on the request's context
+(for a given number of query tokens), so they are tabulated once over all contexts and looked
+up with numpy fancy indexing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pimserve.engine.system import BuiltSystem
+from pimserve.hardware.cost import Cost
+from pimserve.hardware.group import GroupModel
+from pimserve.ops import BatchShape, iteration
+from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel
+from pimserve.policies.fc_placement import GPU, PIM, FCPlacement
+from pimserve.specs.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class FCPart:
+    """One layer's FC kernels (or the LM head) after placement."""
+
+    time_s: float
+    energy_j: float
+    gpu_s: float
+    pim_s: float
+    comm_s: float  # tensor-parallel all-reduce
+    gpu_flops: float
+    flops: float
+    placements: tuple[tuple[str, str], ...]  # (kernel group, target)
+
+
+@dataclass
+class StepCost:
+    """Time and energy of one iteration, with the breakdown the results report."""
+
+    time_s: float = 0.0
+    energy_j: float = 0.0
+    fc_gpu_s: float = 0.0
+    fc_pim_s: float = 0.0
+    attention_s: float = 0.0
+    communication_s: float = 0.0
+    other_s: float = 0.0
+    fc_gpu_flops: float = 0.0
+    fc_flops: float = 0.0
+
+
+class IterationPricer:
+    """Prices iterations of ``model`` on a built system with an FC placement policy."""
+
+    def __init__(
+        self,
+        built: BuiltSystem,
+        placement: FCPlacement,
+        draft_model: ModelSpec | None = None,
+    ):
+        self.built = built
+        self.model = built.model
+        self.placement = placement
+        self.draft_model = draft_model
+        self._fc: dict[tuple, FCPart] = {}
+        self._tables: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        self.attn_group = built.attention_group
+        self._ways, self._sets = self.attn_group.attention_sets(self.model.n_kv_heads)
+        m = self.model
+        self._qkv_bytes_per_token = (m.q_dim + 2 * m.kv_dim) * m.dtype_bytes
+        self._out_bytes_per_token = m.q_dim * m.dtype_bytes
+        self._kv_bytes_per_token_layer = 2 * m.kv_dim * m.dtype_bytes
+
+    # ---------------------------------------------------------------- FC
+    def fc_layer(self, m_tokens: int, prefill: bool, expert_tokens: tuple[int, ...] | None) -> FCPart:
+        """One decoder layer's FC kernels for ``m_tokens`` tokens in flight (memoised)."""
+        key = ("layer", m_tokens, prefill, expert_tokens)
+        part = self._fc.get(key)
+        if part is None:
+            et = np.asarray(expert_tokens) if expert_tokens is not None else None
+            it = iteration(
+                self.model,
+                BatchShape(np.array([m_tokens]), np.array([m_tokens])),
+                tp=1,
+                expert_tokens=et,
+                lm_head=False,
+            )
+            part = self._place([k for k in it.fc if k.name != "lm_head"], prefill, layer=True)
+            self._fc[key] = part
+        return part
+
+    def lm_head(self, m_tokens: int, prefill: bool) -> FCPart:
+        """The LM head over ``m_tokens`` tokens that need logits (memoised)."""
+        key = ("lm_head", m_tokens, prefill)
+        part = self._fc.get(key)
+        if part is None:
+            m = self.model
+            k = FCKernel("lm_head", m_tokens, m.hidden_size, m.vocab_size, 1, m.dtype_bytes,
+                         "lm_head")
+            part = self._place([k], prefill, layer=False)
+            self._fc[key] = part
+        return part
+
+    def _place(self, kernels: list[FCKernel], prefill: bool, layer: bool) -> FCPart:
+        groups = self.built.fc_groups
+        by_group: dict[str, list[FCKernel]] = {}
+        for k in kernels:
+            by_group.setdefault(k.group, []).append(k)
+        time = energy = gpu_s = pim_s = comm = gpu_flops = flops = 0.0
+        placements = []
+        for gname, ks in by_group.items():
+            costs: dict[str, Cost] = {}
+
+            def price(target: str, ks: list[FCKernel] = ks, costs: dict = costs) -> float:
+                if target not in costs:
+                    g = groups[target]
+                    c = Cost(0.0, 0.0)
+                    for k in ks:
+                        c = c + g.fc(k)
+                    costs[target] = c
+                return float(costs[target].time_s)
+
+            if prefill and GPU in groups:
+                target = GPU  # prefill runs on the compute-centric device where there is one
+            elif len(groups) == 1:
+                target = next(iter(groups))
+            else:
+                target = self.placement.place(max(k.m for k in ks), prefill, price)
+            t = price(target)
+            c = costs[target]
+            time += t
+            energy += float(c.energy_j)
+            f = sum(k.flops for k in ks)
+            flops += f
+            if target == GPU:
+                gpu_s += t
+                gpu_flops += f
+            else:
+                pim_s += t
+            placements.append((gname, target))
+        # tensor-parallel all-reduce after the attention output projection and after the FFN
+        gpu = groups.get(GPU)
+        if layer and gpu is not None and gpu.count > 1:
+            m_tok = max(k.m for k in kernels if not k.group.startswith("expert"))
+            ar = CollectiveKernel(
+                "allreduce", m_tok * self.model.hidden_size * self.model.dtype_bytes, gpu.count
+            )
+            n_ar = sum(1 for g, t in placements if t == GPU and g in ("attn_fc", "ffn"))
+            if any(g.startswith("expert") and t == GPU for g, t in placements):
+                n_ar += 1
+            if n_ar:
+                c = gpu.collective(ar)
+                comm += float(c.time_s) * n_ar
+                energy += float(c.energy_j) * n_ar
+                time += float(c.time_s) * n_ar
+        return FCPart(time, energy, gpu_s, pim_s, comm, gpu_flops, flops, tuple(placements))
+
+    # ---------------------------------------------------------------- attention
+    def attention_table(self, q_tokens: int, cmax: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-request (time, energy) of one layer's attention on one device set, by context."""
+        key = (q_tokens, self.attn_group.name)
+        tab = self._tables.get(key)
+        if tab is None or tab[0].shape[0] <= cmax:
+            size = max(cmax + 1, 2 * (tab[0].shape[0] if tab else 1024))
+            ctx = np.arange(size, dtype=np.int64)
+            q = np.full(size, q_tokens, dtype=np.int64)
+            t = np.zeros(size)
+            e = np.zeros(size)
+            m = self.model
+            for op in ("score", "softmax", "context"):
+                k = AttentionKernel(op, q, np.maximum(ctx, 1), m.n_heads, m.n_kv_heads,
+                                    m.head_dim, 1, m.dtype_bytes)
+                c = self.attn_group.device.cost(k.split_heads(self._ways))
+                t += np.asarray(c.time_s, dtype=np.float64)
+                e += np.asarray(c.energy_j, dtype=np.float64) * self._ways
+            t[0] = e[0] = 0.0
+            tab = (t, e)
+            self._tables[key] = tab
+        return tab
+
+    def decode_attention(self, q_tokens: int, context: np.ndarray) -> tuple[float, float]:
+        """One layer's decode attention for requests with ``context`` KV tokens: (s, J)."""
+        if context.size == 0:
+            return 0.0, 0.0
+        t_tab, e_tab = self.attention_table(q_tokens, int(context.max()))
+        t = t_tab[context]
+        return max(float(t.sum()) / self._sets, float(t.max())), float(e_tab[context].sum())
+
+    def prefill_attention(self, q: np.ndarray, context: np.ndarray) -> tuple[float, float, GroupModel]:
+        """One layer's prefill attention, on the GPUs where there are some: (s, J, group)."""
+        g = self.built.gpu or self.attn_group
+        m = self.model
+        c = Cost(0.0, 0.0)
+        for op in ("score", "softmax", "context"):
+            k = AttentionKernel(op, q, context, m.n_heads, m.n_kv_heads, m.head_dim, 1,
+                                m.dtype_bytes)
+            c = c + g.attention(k)
+        return float(c.time_s), float(c.energy_j), g
+
+    # ---------------------------------------------------------------- one iteration
+    def step(
+        self,
+        dec_context: np.ndarray,
+        tlp: int,
+        pre_q: np.ndarray,
+        pre_context: np.ndarray,
+        expert_tokens: tuple[int, ...] | None = None,
+    ) -> StepCost:
+        """Price one iteration: decode requests (``tlp`` tokens each, attending
+        ``dec_context``) and prefill chunks (``pre_q`` tokens attending ``pre_context``)."""
+        n_dec = int(dec_context.size)
+        m_dec = n_dec * tlp
+        m_pre = int(pre_q.sum()) if pre_q.size else 0
+        m_tok = m_dec + m_pre
+        L = self.model.n_layers
+        sc = StepCost()
+        if m_tok == 0:
+            return sc
+        prefill = m_pre > 0
+        fc = self.fc_layer(m_tok, prefill, expert_tokens)
+        head = self.lm_head(m_dec + int(pre_q.size), prefill)
+        attn_s, attn_j = self.decode_attention(tlp, dec_context)
+        comm_s = fc.comm_s
+        comm_j = 0.0
+        link_group = self.attn_group
+        if n_dec and link_group.link is not None:
+            x_in = link_group.transfer(m_dec * self._qkv_bytes_per_token)
+            x_out = link_group.transfer(m_dec * self._out_bytes_per_token)
+            comm_s += float(x_in.time_s + x_out.time_s)
+            comm_j += float(x_in.energy_j + x_out.energy_j)
+        if prefill:
+            p_s, p_j, g = self.prefill_attention(pre_q, pre_context)
+            attn_s += p_s
+            attn_j += p_j
+            if g is not link_group and link_group.link is not None:  # KV written to PIM
+                x = link_group.transfer(m_pre * self._kv_bytes_per_token_layer)
+                comm_s += float(x.time_s)
+                comm_j += float(x.energy_j)
+        other_s = other_j = 0.0
+        if self.draft_model is not None and n_dec and tlp > 1:
+            other_s, other_j = self._draft(n_dec, tlp)
+        sc.fc_gpu_s = L * fc.gpu_s + head.gpu_s
+        sc.fc_pim_s = L * fc.pim_s + head.pim_s
+        sc.attention_s = L * attn_s
+        sc.communication_s = L * comm_s + head.comm_s
+        sc.other_s = other_s
+        sc.time_s = sc.fc_gpu_s + sc.fc_pim_s + sc.attention_s + sc.communication_s + other_s
+        sc.energy_j = L * (fc.energy_j + attn_j + comm_j) + head.energy_j + other_j
+        sc.fc_gpu_flops = L * fc.gpu_flops + head.gpu_flops
+        sc.fc_flops = L * fc.flops + head.flops
+        return sc
+
+    def _draft(self, n_dec: int, tlp: int) -> tuple[float, float]:
+        """Draft model: ``tlp - 1`` sequential single-token passes on the GPUs (FC only)."""
+        key = ("draft", n_dec)
+        part = self._fc.get(key)
+        if part is None:
+            dm = self.draft_model
+            assert dm is not None
+            g = self.built.gpu or self.built.attention_group
+            it = iteration(dm, BatchShape(np.ones(n_dec, dtype=np.int64),
+                                          np.ones(n_dec, dtype=np.int64)), tp=1)
+            c = Cost(0.0, 0.0)
+            for k in it.fc:
+                c = c + g.fc(k).scale(k.count)
+            part = FCPart(float(c.time_s), float(c.energy_j), 0, 0, 0, 0, 0, ())
+            self._fc[key] = part
+        return part.time_s * (tlp - 1), part.energy_j * (tlp - 1)
+
+    @property
+    def fc_on_pim_available(self) -> bool:
+        return PIM in self.built.fc_groups

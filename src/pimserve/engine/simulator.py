@@ -1,0 +1,361 @@
+"""The serving loop: requests -> batches -> iterations -> clock, energy, KV state.
+
+Per iteration: admit requests (batching policy), split the running requests into prefill chunks
+and decode steps, price the iteration (:mod:`pimserve.engine.pricing`), advance the clock,
+sample how many tokens each decoding request produced (speculative acceptance), finish the
+requests that reached their output length (RLP is recounted after every iteration, as PAPI's
+runtime scheduler does), and free their KV.
+
+State is a struct of numpy arrays over all requests; nothing loops over tokens in Python.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from pimserve.engine.calibration import calibrate_alpha
+from pimserve.engine.config import RunConfig
+from pimserve.engine.pricing import IterationPricer, StepCost
+from pimserve.engine.result import RunResult, summary
+from pimserve.engine.system import BuiltSystem
+from pimserve.errors import ConfigurationError
+from pimserve.policies.fc_placement import FC_PLACEMENT
+from pimserve.policies.speculation import SPECULATION, sample_tokens
+from pimserve.specs.catalog import load_model
+from pimserve.specs.model import ModelSpec
+from pimserve.specs.system import SystemSpec
+from pimserve.workload import Requests
+
+PENDING, RUNNING, DONE, REJECTED = 0, 1, 2, 3
+
+
+class Simulator:
+    """One run of ``requests`` on ``system`` serving ``model`` with options ``cfg``."""
+
+    def __init__(
+        self,
+        system: SystemSpec,
+        model: ModelSpec,
+        requests: Requests,
+        cfg: RunConfig | None = None,
+        workload_name: str = "",
+    ):
+        self.cfg = cfg = cfg or RunConfig()
+        self.system, self.model, self.requests = system, model, requests
+        self.workload_name = workload_name or requests.source
+        self.warnings: list[str] = []
+        self.built = BuiltSystem.build(system, model)
+        policy = cfg.fc_placement or system.policies.fc_placement
+        alpha = cfg.alpha or system.policies.alpha
+        self.alpha_source = system.policies.alpha_source if alpha else ""
+        if policy == "papi" and alpha is None:
+            cal = calibrate_alpha(system, model)
+            alpha, self.alpha_source = cal.alpha, cal.how
+        self.policy_name, self.alpha = policy, alpha
+        placement = FC_PLACEMENT.get(policy)(
+            self.built.gpu is not None, bool(self.built.fc_groups.get("fc_pim")), alpha
+        )
+        self.speculation = SPECULATION.get(cfg.speculation)(cfg.tlp, cfg.acceptance, cfg.tlp_max)
+        draft = load_model(cfg.draft_model) if cfg.draft_model else None
+        if draft is not None and self.built.gpu is None:
+            raise ConfigurationError("draft_model needs a system with a gpu group to run it")
+        self.pricer = IterationPricer(self.built, placement, draft)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.block_tokens = cfg.kv_block_tokens
+        self.kv_blocks_total = int(
+            self.built.kv_capacity_bytes // (model.kv_bytes_per_token * self.block_tokens)
+        )
+        if self.kv_blocks_total < 1:
+            raise ConfigurationError(
+                f"system {system.name} has room for no KV block of {self.block_tokens} tokens"
+            )
+        if cfg.batching == "auto":
+            self.batching = "static" if np.all(requests.arrival_s == 0) else "continuous"
+        else:
+            self.batching = cfg.batching
+        self._expert_probs = self._router_probs()
+
+    # ------------------------------------------------------------------ helpers
+    def _router_probs(self) -> np.ndarray | None:
+        m = self.model
+        if not m.is_moe:
+            return None
+        if self.cfg.moe_router == "uniform":
+            return np.full(m.n_experts, 1.0 / m.n_experts)
+        w = 1.0 / np.arange(1, m.n_experts + 1) ** self.cfg.moe_skew
+        return w / w.sum()
+
+    def _route(self, m_tokens: int) -> tuple[int, ...] | None:
+        """Tokens per expert for one layer: each token picks top-k distinct experts."""
+        if self._expert_probs is None:
+            return None
+        k = self.model.experts_per_token
+        keys = self.rng.random((m_tokens, self.model.n_experts)) ** (1.0 / self._expert_probs)
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k]  # weighted sampling w/o replacement
+        return tuple(np.bincount(top.ravel(), minlength=self.model.n_experts).tolist())
+
+    def _blocks(self, tokens: np.ndarray) -> np.ndarray:
+        return -(-tokens // self.block_tokens)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, progress: Callable[[int, int], None] | None = None) -> RunResult:
+        """Serve every request; ``progress(finished, total)`` is called now and then."""
+        wall0 = time.perf_counter()
+        cfg, model, req = self.cfg, self.model, self.requests
+        n = len(req)
+        arrival = np.asarray(req.arrival_s, dtype=np.float64)
+        prompt = np.asarray(req.prompt_tokens, dtype=np.int64).copy()
+        out = np.asarray(req.output_tokens, dtype=np.int64)
+        status = np.zeros(n, dtype=np.int8)
+        reasons: dict[str, int] = {}
+        truncated = 0
+
+        # requests that can never run are rejected and reported, never dropped silently
+        too_long = prompt + out > model.max_context
+        if too_long.any():
+            if cfg.long_context == "truncate":
+                new_prompt = model.max_context - out
+                bad = too_long & (new_prompt < 1)
+                fix = too_long & ~bad
+                prompt[fix] = new_prompt[fix]
+                truncated = int(fix.sum())
+                status[bad] = REJECTED
+                if bad.any():
+                    reasons["output_exceeds_context"] = int(bad.sum())
+                if truncated:
+                    self.warnings.append(
+                        f"{truncated} prompts truncated to fit the model's context of "
+                        f"{model.max_context} tokens"
+                    )
+            else:
+                status[too_long] = REJECTED
+                reasons["exceeds_context"] = int(too_long.sum())
+                self.warnings.append(
+                    f"{int(too_long.sum())} requests rejected: prompt + output exceed the "
+                    f"model's context of {model.max_context} tokens (use long_context=truncate)"
+                )
+        need_blocks = self._blocks(prompt + out)
+        no_fit = (status == PENDING) & (need_blocks > self.kv_blocks_total)
+        if no_fit.any():
+            status[no_fit] = REJECTED
+            reasons["exceeds_kv_capacity"] = int(no_fit.sum())
+            self.warnings.append(
+                f"{int(no_fit.sum())} requests rejected: their KV cannot fit the system's "
+                f"{self.built.kv_capacity_bytes / 1e9:.1f} GB of KV capacity"
+            )
+        if self.batching == "static":
+            ok = status == PENDING
+            if ok.any():
+                mean_need = float(need_blocks[ok].mean())
+                fits = int(self.kv_blocks_total // max(mean_need, 1))
+                if cfg.batch > fits and cfg.batch <= ok.sum():
+                    raise ConfigurationError(
+                        f"batch {cfg.batch} needs about {cfg.batch * mean_need * self.block_tokens * model.kv_bytes_per_token / 1e9:.1f} GB "
+                        f"of KV for its requests' full lengths, but system {self.system.name} "
+                        f"has {self.built.kv_capacity_bytes / 1e9:.1f} GB; at most about {fits} "
+                        "such requests fit (lower --batch)"
+                    )
+
+        gen = np.zeros(n, dtype=np.int64)
+        kv = np.zeros(n, dtype=np.int64)  # tokens in the KV cache
+        pre_done = np.zeros(n, dtype=np.int64)
+        pre_target = prompt.copy()
+        t_first = np.full(n, np.nan)
+        t_done = np.full(n, np.nan)
+        order = np.argsort(arrival, kind="stable")
+        order = order[status[order] == PENDING]
+        queue: deque[int] = deque()
+        next_ptr = 0
+        running = np.empty(0, dtype=np.int64)
+        reserved = 0  # static batching: KV blocks reserved for the running batch
+        now = 0.0
+        it_count = 0
+        preemptions = 0
+        kv_limited_batches = 0
+        acc = StepCost()
+        rlp_sum = tlp_sum = 0
+        finished = 0
+        total_live = len(order)
+        static = self.batching == "static"
+
+        while True:
+            while next_ptr < len(order) and arrival[order[next_ptr]] <= now:
+                queue.append(int(order[next_ptr]))
+                next_ptr += 1
+            # ---- admission
+            if static:
+                if running.size == 0:
+                    short = cfg.batch - len(queue)
+                    if short > 0 and next_ptr < len(order):
+                        now = max(now, float(arrival[order[min(next_ptr + short, len(order)) - 1]]))
+                        continue
+                    batch: list[int] = []
+                    reserved = 0
+                    while queue and len(batch) < cfg.batch:
+                        i = queue[0]
+                        if reserved + need_blocks[i] > self.kv_blocks_total:
+                            kv_limited_batches += 1
+                            break
+                        reserved += int(need_blocks[i])
+                        batch.append(queue.popleft())
+                    if batch:
+                        running = np.asarray(batch, dtype=np.int64)
+                        status[running] = RUNNING
+            else:
+                if queue and running.size < cfg.batch:
+                    used = int(self._blocks(kv[running] + 1).sum()) if running.size else 0
+                    new = []
+                    while queue and running.size + len(new) < cfg.batch:
+                        i = queue[0]
+                        nb = int(self._blocks(np.int64(pre_target[i] + 1)))
+                        if used + nb > self.kv_blocks_total:
+                            break
+                        used += nb
+                        new.append(queue.popleft())
+                    if new:
+                        running = np.concatenate([running, np.asarray(new, dtype=np.int64)])
+                        status[new] = RUNNING
+            if running.size == 0:
+                if not queue and next_ptr >= len(order):
+                    break
+                if next_ptr < len(order):
+                    now = max(now, float(arrival[order[next_ptr]]))
+                    continue
+                raise AssertionError("queued requests that can never be admitted")  # pragma: no cover
+
+            # ---- this iteration's work
+            tlp = self.speculation.tlp()
+            in_pre = pre_done[running] < pre_target[running]
+            pre = running[in_pre]
+            dec = running[~in_pre]
+            chunks = pre_target[pre] - pre_done[pre]
+            if cfg.prefill_chunk is not None:
+                chunks = np.minimum(chunks, cfg.prefill_chunk)
+            if not static and dec.size:
+                # continuous batching: preempt (recompute) the newest requests until KV fits
+                need = int(self._blocks(kv[running] + np.where(in_pre, 0, tlp)).sum()) + int(
+                    self._blocks(chunks).sum()
+                )
+                while need > self.kv_blocks_total and running.size > 1:
+                    victim = int(running[-1])
+                    running = running[:-1]
+                    status[victim] = PENDING
+                    kv[victim] = 0
+                    pre_done[victim] = 0
+                    pre_target[victim] = prompt[victim] + gen[victim]
+                    queue.appendleft(victim)
+                    preemptions += 1
+                    in_pre = pre_done[running] < pre_target[running]
+                    pre, dec = running[in_pre], running[~in_pre]
+                    chunks = pre_target[pre] - pre_done[pre]
+                    if cfg.prefill_chunk is not None:
+                        chunks = np.minimum(chunks, cfg.prefill_chunk)
+                    need = int(self._blocks(kv[running] + np.where(in_pre, 0, tlp)).sum()) + int(
+                        self._blocks(chunks).sum()
+                    )
+            m_tok = dec.size * tlp + int(chunks.sum())
+            cost = self.pricer.step(
+                kv[dec] + tlp, tlp, chunks, pre_done[pre] + chunks, self._route(m_tok)
+            )
+            if not cost.time_s > 0:
+                raise AssertionError(f"iteration priced at {cost.time_s} s")  # pragma: no cover
+            now += cost.time_s
+            it_count += 1
+            for f in ("energy_j", "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s",
+                      "other_s", "fc_gpu_flops", "fc_flops"):
+                setattr(acc, f, getattr(acc, f) + getattr(cost, f))
+            rlp_sum += dec.size
+            tlp_sum += dec.size * tlp
+
+            # ---- state updates
+            if pre.size:
+                pre_done[pre] += chunks
+                kv[pre] += chunks
+                fin = pre[pre_done[pre] >= pre_target[pre]]
+                gen[fin] += 1  # the prefill pass produces the next token
+                first = fin[np.isnan(t_first[fin])]
+                t_first[first] = now
+            if dec.size:
+                produced = sample_tokens(self.rng, self.speculation.p, tlp, dec.size)
+                self.speculation.observe(dec.size * tlp, int(produced.sum()), dec.size)
+                produced = np.minimum(produced, out[dec] - gen[dec])
+                gen[dec] += produced
+                kv[dec] += produced
+            done_mask = gen[running] >= out[running]
+            if done_mask.any():
+                fin = running[done_mask]
+                status[fin] = DONE
+                t_done[fin] = now
+                kv[fin] = 0
+                finished += fin.size
+                running = running[~done_mask]
+                if progress is not None:
+                    progress(finished, total_live)
+            if cfg.max_iterations is not None and it_count >= cfg.max_iterations:
+                self.warnings.append(f"stopped after max_iterations={cfg.max_iterations}")
+                break
+
+        if kv_limited_batches:
+            self.warnings.append(
+                f"{kv_limited_batches} static batches were cut short because their requests' "
+                "KV would not fit"
+            )
+        return self._result(
+            status, gen, out, arrival, t_first, t_done, reasons, truncated, preemptions,
+            it_count, now, acc, rlp_sum, tlp_sum, time.perf_counter() - wall0,
+        )
+
+    # ------------------------------------------------------------------ results
+    def _result(self, status, gen, out, arrival, t_first, t_done, reasons, truncated,
+                preemptions, iterations, now, acc: StepCost, rlp_sum, tlp_sum,
+                wall_s) -> RunResult:
+        done = status == DONE
+        tokens = int(gen.sum())
+        multi = done & (out > 1)
+        tpot = (t_done[multi] - t_first[multi]) / (out[multi] - 1)
+        breakdown = {
+            "fc_gpu": acc.fc_gpu_s,
+            "fc_pim": acc.fc_pim_s,
+            "attention": acc.attention_s,
+            "communication": acc.communication_s,
+            "other": acc.other_s,
+        }
+        cfg = self.cfg.model_dump()
+        cfg.update(batching=self.batching, fc_placement=self.policy_name, alpha=self.alpha,
+                   alpha_source=self.alpha_source)
+        return RunResult(
+            system=self.system.name,
+            model=self.model.name,
+            workload=self.workload_name,
+            requests_total=len(status),
+            requests_completed=int(done.sum()),
+            requests_rejected=int((status == REJECTED).sum()),
+            requests_running=int((status == RUNNING).sum()),
+            requests_waiting=int((status == PENDING).sum()),
+            rejected_reasons=reasons,
+            truncated_prompts=truncated,
+            preemptions=preemptions,
+            output_tokens=tokens,
+            iterations=iterations,
+            simulated_time_s=now,
+            throughput_tok_s=tokens / now if now > 0 else 0.0,
+            ttft_ms=summary(t_first[done] - arrival[done], 1e3),
+            tpot_ms=summary(tpot, 1e3),
+            latency_s=summary(t_done[done] - arrival[done]),
+            energy_j=acc.energy_j,
+            energy_per_token_j=acc.energy_j / tokens if tokens else math.nan,
+            time_breakdown_s=breakdown,
+            fc_on_gpu_fraction=acc.fc_gpu_flops / acc.fc_flops if acc.fc_flops else 0.0,
+            mean_rlp=rlp_sum / iterations if iterations else 0.0,
+            mean_tlp=tlp_sum / rlp_sum if rlp_sum else 0.0,
+            wall_time_s=wall_s,
+            config=cfg,
+            warnings=list(self.warnings),
+            extra={"kv_capacity_gb": self.built.kv_capacity_bytes / 1e9,
+                   "kv_blocks_total": self.kv_blocks_total},
+        )
