@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             f"output mean {d['output']['mean']:7.1f} rho_s {d['rank_correlation']:+.3f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    text = json.dumps(out, indent=1)
+    # one line per list of numbers, so the file stays readable and diffs stay small
+    text = re.sub(
+        r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text
+    )
+    args.out.write_text(text + "\n")
     print(f"wrote {args.out}")
     return 0
 

@@ -78,7 +78,9 @@ class IterationPricer:
         self._kv_bytes_per_token_layer = 2 * m.kv_dim * m.dtype_bytes
 
     # ---------------------------------------------------------------- FC
-    def fc_layer(self, m_tokens: int, prefill: bool, expert_tokens: tuple[int, ...] | None) -> FCPart:
+    def fc_layer(
+        self, m_tokens: int, prefill: bool, expert_tokens: tuple[int, ...] | None
+    ) -> FCPart:
         """One decoder layer's FC kernels for ``m_tokens`` tokens in flight (memoised)."""
         key = ("layer", m_tokens, prefill, expert_tokens)
         part = self._fc.get(key)
@@ -192,7 +194,9 @@ class IterationPricer:
         t = t_tab[context]
         return max(float(t.sum()) / self._sets, float(t.max())), float(e_tab[context].sum())
 
-    def prefill_attention(self, q: np.ndarray, context: np.ndarray) -> tuple[float, float, GroupModel]:
+    def prefill_attention(
+        self, q: np.ndarray, context: np.ndarray
+    ) -> tuple[float, float, GroupModel]:
         """One layer's prefill attention, on the GPUs where there are some: (s, J, group)."""
         g = self.built.gpu or self.attn_group
         m = self.model

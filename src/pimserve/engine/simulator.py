@@ -154,8 +154,11 @@ class Simulator:
                 mean_need = float(need_blocks[ok].mean())
                 fits = int(self.kv_blocks_total // max(mean_need, 1))
                 if cfg.batch > fits and cfg.batch <= ok.sum():
+                    need_gb = (
+                        cfg.batch * mean_need * self.block_tokens * model.kv_bytes_per_token / 1e9
+                    )
                     raise ConfigurationError(
-                        f"batch {cfg.batch} needs about {cfg.batch * mean_need * self.block_tokens * model.kv_bytes_per_token / 1e9:.1f} GB "
+                        f"batch {cfg.batch} needs about {need_gb:.1f} GB "
                         f"of KV for its requests' full lengths, but system {self.system.name} "
                         f"has {self.built.kv_capacity_bytes / 1e9:.1f} GB; at most about {fits} "
                         "such requests fit (lower --batch)"
@@ -226,7 +229,7 @@ class Simulator:
                 if next_ptr < len(order):
                     now = max(now, float(arrival[order[next_ptr]]))
                     continue
-                raise AssertionError("queued requests that can never be admitted")  # pragma: no cover
+                raise AssertionError("queued requests can never be admitted")  # pragma: no cover
 
             # ---- this iteration's work
             tlp = self.speculation.tlp()

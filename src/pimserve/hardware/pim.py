@@ -132,8 +132,7 @@ class PIMModel(CostModel):
         self.n_bank_groups = d.banks // d.banks_per_group
         #: reduction units in the whole device
         self.n_ru = (
-            spec.reduction_units_per_bank_group * self.n_bank_groups
-            + spec.reduction_units_device
+            spec.reduction_units_per_bank_group * self.n_bank_groups + spec.reduction_units_device
         )
         #: partial-sum elements the reduction units reduce per second
         self.ru_elems_per_s = self.n_ru * spec.reduction_unit_lanes * spec.pu_clock_mhz * 1e6
@@ -323,7 +322,10 @@ class PIMModel(CostModel):
             t = np.maximum(t, ops / (s.peak_tflops_cap * 1e12))
         j = j + s.static_power_w * t
         return Cost(
-            time_s=t, energy_j=j, compute_s=compute_s, memory_s=np.zeros_like(t),
+            time_s=t,
+            energy_j=j,
+            compute_s=compute_s,
+            memory_s=np.zeros_like(t),
             transfer_s=transfer_s,
         )
 
@@ -353,4 +355,3 @@ class PIMRooflineModel(PIMModel):
         memory_s = weight_bytes / self.internal_bw_bytes_per_s
         compute_s = flops / self.compute_flops_per_s
         return np.maximum(memory_s, compute_s), memory_s, compute_s
-

@@ -26,10 +26,22 @@ class KernelRow:
     intensity: float
     time_s: dict[str, float] = field(default_factory=dict)
     energy_j: dict[str, float] = field(default_factory=dict)
+    eligible: list[str] = field(default_factory=list)
 
     @property
     def fastest(self) -> str:
-        return min(self.time_s, key=lambda g: self.time_s[g])
+        """The fastest group among those that run this kind of kernel in the system."""
+        names = self.eligible or list(self.time_s)
+        return min(names, key=lambda g: self.time_s[g])
+
+
+FC_ROLES = ("gpu", "fc_pim")
+ATTENTION_ROLES = ("attn", "kv_tier", "gpu")
+
+
+def _eligible(groups: list[GroupModel], roles: tuple[str, ...]) -> list[str]:
+    names = [g.name for g in groups if g.role in roles]
+    return names or [g.name for g in groups]
 
 
 def kernel_table(
@@ -39,6 +51,7 @@ def kernel_table(
     batch = BatchShape.from_uniform(rlp, tlp, context)
     it = iteration(model, batch, tp=1)
     rows: list[KernelRow] = []
+    fc_ok, attn_ok = _eligible(groups, FC_ROLES), _eligible(groups, ATTENTION_ROLES)
     seen: set[tuple[str, int, int, int]] = set()
     for k in it.fc:
         key = (k.name, k.m, k.k, k.n)
@@ -46,7 +59,8 @@ def kernel_table(
             continue
         seen.add(key)
         row = KernelRow(
-            k.name, "fc", f"{k.m}x{k.k}x{k.n}", k.count, k.flops, k.bytes_total, k.intensity
+            k.name, "fc", f"{k.m}x{k.k}x{k.n}", k.count, k.flops, k.bytes_total, k.intensity,
+            eligible=fc_ok,
         )
         for g in groups:
             c = g.fc(k)
@@ -63,6 +77,7 @@ def kernel_table(
             flops,
             byts,
             flops / byts if byts else float("nan"),
+            eligible=attn_ok,
         )
         for g in groups:
             c: Cost = g.attention(a)
@@ -81,4 +96,4 @@ def iteration_totals(rows: list[KernelRow]) -> dict[str, dict[str, float]]:
     return out
 
 
-__all__ = ["FCKernel", "AttentionKernel", "KernelRow", "kernel_table", "iteration_totals"]
+__all__ = ["AttentionKernel", "FCKernel", "KernelRow", "iteration_totals", "kernel_table"]

@@ -22,23 +22,19 @@ import numpy as np
 
 from pimserve.errors import ConfigurationError
 from pimserve.registry import Registry
+from pimserve.workload.speculative import expected_accepted, sample_accepted
 
 
 def expected_tokens(p: float, tlp: int) -> float:
     """Expected tokens produced per step with ``tlp`` verified tokens and acceptance ``p``."""
-    if p >= 1.0:
-        return float(tlp)
-    return (1.0 - p**tlp) / (1.0 - p)
+    return 1.0 if tlp <= 1 else expected_accepted(p, tlp - 1)
 
 
 def sample_tokens(rng: np.random.Generator, p: float, tlp: int, n: int) -> np.ndarray:
     """Tokens produced per request for ``n`` requests: leading accepted drafts + 1 (int64)."""
     if tlp <= 1 or n == 0:
         return np.ones(n, dtype=np.int64)
-    draws = rng.random((n, tlp - 1)) < p
-    # index of the first rejection (tlp-1 when all accepted)
-    leading = np.where(draws.all(axis=1), tlp - 1, np.argmin(draws, axis=1))
-    return leading.astype(np.int64) + 1
+    return sample_accepted(rng, p, tlp - 1, n)
 
 
 class Speculation(ABC):
@@ -56,7 +52,7 @@ class Speculation(ABC):
     def tlp(self) -> int:
         """TLP for the next decode step."""
 
-    def observe(self, verified: int, produced: int, steps: int) -> None:
+    def observe(self, verified: int, produced: int, steps: int) -> None:  # noqa: B027
         """Record ``produced`` tokens out of ``verified`` over ``steps`` request-steps."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ from rich.table import Table
 
 from pimserve.jsonutil import to_jsonable
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def print_json(obj: Any) -> None:

@@ -22,7 +22,9 @@ class Spec(BaseModel):
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
     """One line naming the first wrong field, what was given and what is accepted."""
-    e = err.errors()[0]
+    errs = err.errors()
+    # a misspelt field (often a wrong unit suffix) explains the "missing" error it causes
+    e = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
     if e["type"] == "extra_forbidden":
         name = str(e["loc"][-1])

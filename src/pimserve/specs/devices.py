@@ -41,6 +41,9 @@ class GPUEnergy(Spec):
     l1_pj_per_byte: NonNeg = 1.28
     reg_pj_per_byte: NonNeg = 0.0675
     mac_pj: NonNeg = Field(0.32, description="energy of one FP16 multiply-accumulate")
+    comm_pj_per_byte: NonNeg = Field(
+        10.4, description="GPU-to-GPU (NVLink) transfer, pJ/byte: 1.3 pJ/bit x 8 (AttAcc 'comm')"
+    )
 
 
 class GPUSpec(DeviceBase):
@@ -60,6 +63,16 @@ class GPUSpec(DeviceBase):
         0.85, description="achievable fraction of peak bandwidth (AttAcc xPU model)"
     )
     kernel_launch_us: NonNeg = Field(0.0, description="fixed overhead per kernel, microseconds")
+    nvlink_gbps: Pos = Field(
+        600,
+        description="NVLink bandwidth per GPU, GB/s, both directions together (the datasheet "
+        "figure; AttAcc src/config.py INTERFACE_BW = 600 for A100a, 900 for H100)",
+    )
+    calibration_csv: str | None = Field(
+        None,
+        description="CSV 'kernel,m,k,n,time_us' of measured FC kernel times that replace the "
+        "formula for the shapes it lists; a relative path is taken from the working directory",
+    )
     energy: GPUEnergy = Field(default_factory=GPUEnergy)
 
     @property

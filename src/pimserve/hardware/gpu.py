@@ -1,0 +1,437 @@
+"""GPU cost models: AttAcc's tile-based xPU model (``gpu``) and a plain roofline (``gpu:roofline``).
+
+Both price the same three kernel kinds through :class:`~pimserve.hardware.cost.CostModel`:
+
+**FC kernels** ``(m x k) @ (k x n)`` (``m`` tokens, ``k`` input features, ``n`` output features,
+``db`` bytes per element; FLOP rate = peak x 2/db, so FP8/INT8 run at twice the FP16 rate as in
+AttAcc and FP32 at half).
+
+``gpu:roofline``: ``time = max(flops / (peak x compute_eff), min_bytes / (bw x memory_eff))
++ launch`` with ``min_bytes`` = weights + inputs + outputs read or written once.
+
+``gpu`` (AttAcc ``src/devices.py`` ``xPU``, facts/papi.md section 6), for one L1 tile
+``T = (tm, tn)`` (each from AttAcc's range {8, 16, 32, 64, 128, 192, ..., 512}, clamped to
+``m`` and ``n``; ``tk = 32``; T must fit in ``l1_kb_per_sm`` with double-buffered A and B tiles
+and the C tile: ``2 (tm + tn) tk db + tm tn db <= L1``):
+
+- threadblocks ``tb = ceil(m/tm) ceil(n/tn)``, waves ``w = ceil(tb / S)`` (S = SMs),
+  SM utilisation ``tb / (w S)`` (AttAcc's formula);
+- ``compute_T = w S (2 tm tn k) / (peak x compute_eff)``. This is AttAcc's
+  ``flops / (peak x eff x util)`` with ``flops`` counted over whole tiles; the two are equal when
+  the tiles divide the shape. Counting partial tiles as whole keeps time monotone: AttAcc's form
+  lets a shape one row past a tile boundary finish faster than the aligned shape below it;
+- off-chip bytes, from AttAcc's L2 tiling: over L2 tiles ``(Lm, Ln)`` that are multiples of T
+  (or all of ``m`` / ``n``) and fit the L2, ``(Lm + Ln)(k/64) db + Lm Ln db <= l2_mb MiB``
+  (AttAcc's L2 tile-k is k/64), the least of
+  ``offchip = [ceil(m/Lm) n k + ceil(n/Ln) m k + m n] db``: weights are read once per L2 row
+  band (``ceil(m/Lm)`` times), inputs once per L2 column band (``ceil(n/Ln)`` times), outputs
+  written once. (For a given ``Lm`` the widest fitting ``Ln`` is best, so the search is one loop.)
+- ``memory_T = max(offchip, stream) / (bw x memory_eff)`` with
+  ``stream = max(ceil(nb/S) S tn, ceil(mb/S) S tm) k db`` (``nb``, ``mb`` = tile columns and
+  rows). AttAcc divides by the SM utilisation, i.e. an SM draws at most ``bw/S``; ``stream``
+  says the same of the two operand streams: the weight matrix is read by ``nb`` column strips
+  (``tn x k`` each) running at most ``S`` at a time, each at ``bw/S``; likewise the inputs by
+  ``mb`` row strips. For a GEMV this equals AttAcc's ``offchip / util``; it differs from AttAcc
+  where AttAcc lets extra row tiles that share the same weights through L2 each draw ``bw/S``
+  (which makes AttAcc's time drop when ``m`` grows past a tile boundary);
+- ``time_T = max(compute_T, memory_T)``.
+
+``time = min over tiles of time_T + launch``: the library picks its fastest tiling. Each
+``time_T`` is non-decreasing in ``m``, ``k`` and ``n`` and the set of tiles that fit only shrinks
+as the shape grows, so the model's time never decreases with the shape (AttAcc instead picks the
+tile by ``L2 traffic / util^2`` and is not monotone). AttAcc's metric still decides which tile's
+traffic is charged for energy: the most L2-frugal tile whose time is within 1 % of the fastest
+(a tiling that is 0.1 % faster by wave quantisation but moves 30x the L2 bytes is not what a
+library runs). ``compute_s`` and ``memory_s`` are those of the fastest tile, so
+``time_s = max(compute_s, memory_s) + launch`` exactly.
+
+Energy (AttAcc's table, ``GPUEnergy``): off-chip bytes x ``offchip_pj_per_byte``; L2 bytes =
+the traffic between L2 and the SMs at the L1 tile, ``[ceil(n/tn) m k + ceil(m/tm) n k + m n] db``
+x ``l2_pj_per_byte``; L1 bytes = the same formula at AttAcc's 16 x 16 register tile x
+``l1_pj_per_byte``; register accesses ``3 m n k`` (AttAcc counts elements) x
+``reg_pj_per_byte``; MACs (``flops / 2``) x ``mac_pj``; plus ``static_power_w x time``.
+The roofline variant charges its ``min_bytes`` once at each of off-chip, L2 and L1.
+
+A calibration table (``calibration=`` or ``GPUSpec.calibration_csv``: CSV ``kernel,m,k,n,time_us``)
+replaces the time of the shapes it lists (``kernel`` names an FC kernel or ``*`` for any);
+energy still comes from the traffic model, its static part from the measured time.
+
+**Attention** (vLLM-style FlashDecoding, one fused kernel): per request, ``score`` reads K and the
+queries, ``context`` reads V and writes the outputs; softmax is fused (scores never reach HBM),
+so ``softmax`` costs only its FLOPs. ``time = max(flops / (peak x eff), bytes / (bw x eff))``
+per request, as if it ran alone; split-KV keeps every SM busy, so no SM-utilisation factor.
+Launch overhead is not in the per-request arrays (they are summed over requests); a caller that
+wants it adds ``kernel_launch_s`` once per batched kernel. Energy: bytes through HBM, L2 and L1
+once each, ``flops / 2`` MACs, static power x time.
+
+**All-reduce** (AttAcc's fit to measured A100 NVLink all-reduce): ``CollectiveKernel.bytes`` is
+the tensor each GPU holds (AttAcc's ``m n db``); with ``N`` participants and chunk
+``c = bytes / N``: ``time = (N - 1) max(6060 ns + 0.009 ns/B x c x 600 / BW, c / (BW/2))``
+with ``BW = nvlink_gbps`` (both directions, GB/s). ``N <= 1`` or no bytes costs nothing.
+Energy: ``bytes x comm_pj_per_byte`` per GPU (AttAcc charges ``traffic x comm`` per GPU) plus
+static power x time.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pimserve.errors import ConfigurationError, SpecError
+from pimserve.hardware.cost import COST_MODELS, Cost, CostModel
+from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel
+
+#: L1 tile sizes AttAcc searches (src/devices.py ``trange``)
+TILE_SIZES: tuple[int, ...] = (8, 16, 32, 64, 128, 192, 256, 320, 384, 448, 512)
+#: L1 tile depth (AttAcc ``l1_tk``)
+L1_TILE_K = 32
+#: AttAcc's L2 tile depth is k / L2_TILE_K_DIVISOR ("experimentally found")
+L2_TILE_K_DIVISOR = 64
+#: register tile AttAcc uses to count L1 traffic
+REG_TILE = 16
+#: tiles within this fraction of the fastest time compete on AttAcc's traffic metric
+NEAR_OPTIMAL = 0.01
+
+# AttAcc's all-reduce fit (src/devices.py get_nvlink_time): 6060 ns + 0.009 ns/B at 600 GB/s
+ALLREDUCE_BASE_NS = 6060.0
+ALLREDUCE_NS_PER_BYTE = 0.009
+ALLREDUCE_REF_GBPS = 600.0
+
+CalibrationKey = tuple[str, int, int, int]
+CalibrationInput = str | Path | Mapping[Any, float] | None
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _tile_traffic(m: int, k: int, n: int, tm: int, tn: int) -> int:
+    """Elements moved for an ``m x k x n`` product tiled ``tm x tn`` (AttAcc
+    ``_get_traffic_for_tile``): inputs once per tile column, weights once per tile row, outputs
+    once."""
+    return _ceil_div(n, tn) * m * k + _ceil_div(m, tm) * n * k + m * n
+
+
+@dataclass(frozen=True, slots=True)
+class TileCost:
+    """One L1 tiling of an FC kernel and what it costs (one instance, seconds and bytes)."""
+
+    tm: int
+    tn: int
+    l2_tm: int
+    l2_tn: int
+    threadblocks: int
+    waves: int
+    compute_s: float
+    memory_s: float
+    offchip_bytes: float
+    l2_bytes: float
+
+    @property
+    def time_s(self) -> float:
+        """max(compute, memory), seconds (no launch overhead)."""
+        return max(self.compute_s, self.memory_s)
+
+    def sm_util(self, n_sms: int) -> float:
+        """AttAcc's SM utilisation: threadblocks / (waves x SMs)."""
+        return self.threadblocks / (self.waves * n_sms)
+
+    def attacc_metric(self, n_sms: int) -> float:
+        """AttAcc's tile-selection metric: L2 traffic x (1 / SM utilisation)^2."""
+        return self.l2_bytes / self.sm_util(n_sms) ** 2
+
+
+@dataclass(frozen=True, slots=True)
+class FCPlan:
+    """How the ``gpu`` model runs one FC kernel.
+
+    ``fastest`` gives the time (``time_s = max(compute, memory)`` of the fastest tiling, seconds,
+    without launch overhead); ``charged`` is the tiling whose traffic is charged for energy (the
+    most L2-frugal within :data:`NEAR_OPTIMAL` of the fastest). Bytes are per instance.
+    """
+
+    fastest: TileCost
+    charged: TileCost
+    l1_bytes: float
+    reg_accesses: float
+
+    @property
+    def time_s(self) -> float:
+        return self.fastest.time_s
+
+
+def load_calibration(source: CalibrationInput) -> dict[CalibrationKey, float]:
+    """Measured FC times, microseconds, keyed by ``(kernel, m, k, n)`` (``kernel`` may be ``*``).
+
+    ``source`` is a CSV path with header ``kernel,m,k,n,time_us`` or a mapping whose keys are
+    ``(kernel, m, k, n)`` or ``(m, k, n)`` (any kernel) and whose values are microseconds.
+    """
+    if source is None:
+        return {}
+    if isinstance(source, Mapping):
+        out: dict[CalibrationKey, float] = {}
+        for key, t in source.items():
+            if not isinstance(key, tuple) or len(key) not in (3, 4):
+                raise SpecError(
+                    f"calibration: key {key!r} must be (kernel, m, k, n) or (m, k, n)"
+                )
+            name, *shape = ("*", *key) if len(key) == 3 else key
+            out[_calibration_key(str(name), shape, t, "calibration")] = float(t)
+        return out
+    return _read_calibration_csv(Path(source))
+
+
+def _calibration_key(name: str, shape: list[Any], t: Any, where: str) -> CalibrationKey:
+    try:
+        m, k, n = (int(v) for v in shape)
+        tf = float(t)
+    except (TypeError, ValueError):
+        raise SpecError(
+            f"{where}: m, k, n must be integers and time_us a number (got {shape}, {t!r})"
+        ) from None
+    if min(m, k, n) <= 0 or not tf > 0 or math.isinf(tf):
+        raise SpecError(f"{where}: m, k, n and time_us must be positive (got {shape}, {t!r})")
+    return (name.strip() or "*", m, k, n)
+
+
+def _read_calibration_csv(path: Path) -> dict[CalibrationKey, float]:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read calibration table ({err.strerror})") from None
+    rows = list(csv.reader(text.splitlines()))
+    want = ["kernel", "m", "k", "n", "time_us"]
+    if not rows or [c.strip() for c in rows[0]] != want:
+        got = ",".join(rows[0]) if rows else "(empty file)"
+        raise SpecError(f"{path}:1: header must be '{','.join(want)}' (got '{got}')")
+    out: dict[CalibrationKey, float] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != 5:
+            raise SpecError(f"{path}:{lineno}: expected 5 columns {','.join(want)}, got {len(row)}")
+        key = _calibration_key(row[0], row[1:4], row[4], f"{path}:{lineno}")
+        out[key] = float(row[4])
+    return out
+
+
+@COST_MODELS.register("gpu")
+class GPUModel(CostModel):
+    """AttAcc's xPU model: roofline with tile-derived traffic and SM utilisation (module doc).
+
+    ``calibration``: a CSV path or mapping of measured FC times (see :func:`load_calibration`);
+    entries here override those of ``spec.calibration_csv``.
+    """
+
+    method = "detailed"
+
+    def __init__(self, spec: Any, calibration: CalibrationInput = None):
+        super().__init__(spec)
+        table = load_calibration(spec.calibration_csv) if spec.calibration_csv else {}
+        table.update(load_calibration(calibration))
+        self.calibration: dict[CalibrationKey, float] = table
+
+    # ---------------------------------------------------------------- device rates
+    @property
+    def flops_per_s(self) -> float:
+        """Achievable FP16 FLOP/s: peak x compute efficiency."""
+        return self.spec.peak_tflops * 1e12 * self.spec.compute_efficiency
+
+    @property
+    def bytes_per_s(self) -> float:
+        """Achievable memory bandwidth, bytes/s: peak x memory efficiency."""
+        return self.spec.hbm_bw_gbps * 1e9 * self.spec.memory_efficiency
+
+    @property
+    def ridge_flop_per_byte(self) -> float:
+        """Arithmetic intensity (FLOP/byte) where achievable compute and bandwidth meet."""
+        return self.flops_per_s / self.bytes_per_s
+
+    @property
+    def kernel_launch_s(self) -> float:
+        return self.spec.kernel_launch_us * 1e-6
+
+    @staticmethod
+    def _rate_factor(dtype_bytes: int) -> float:
+        """FLOP-rate multiplier for the element size (AttAcc: FP8 twice FP16)."""
+        return 2.0 / dtype_bytes
+
+    def _static_j(self, time_s: Any) -> Any:
+        return self.spec.static_power_w * time_s
+
+    # ---------------------------------------------------------------- FC
+    def fc(self, k: FCKernel) -> Cost:
+        """One FC kernel instance: the tiled (or roofline) formula, or its calibrated time."""
+        if min(k.m, k.k, k.n) < 0 or k.dtype_bytes <= 0:
+            raise ConfigurationError(
+                f"FC kernel '{k.name}': m, k, n must be >= 0 and dtype_bytes > 0 "
+                f"(got m={k.m}, k={k.k}, n={k.n}, dtype_bytes={k.dtype_bytes})"
+            )
+        if min(k.m, k.k, k.n) == 0:
+            return Cost(0.0, 0.0)
+        compute_s, memory_s, dyn_j = self._fc_formula(k)
+        time_s = max(compute_s, memory_s) + self.kernel_launch_s
+        measured = self.calibration.get((k.name, k.m, k.k, k.n))
+        if measured is None:
+            measured = self.calibration.get(("*", k.m, k.k, k.n))
+        if measured is not None:
+            time_s = measured * 1e-6
+        return Cost(time_s, dyn_j + self._static_j(time_s), compute_s, memory_s, 0.0)
+
+    def _fc_formula(self, k: FCKernel) -> tuple[float, float, float]:
+        """(compute_s, memory_s, dynamic energy J) of one instance, without launch overhead."""
+        plan = self.fc_plan(k)
+        e = self.spec.energy
+        c = plan.charged
+        dyn_pj = (
+            c.offchip_bytes * e.offchip_pj_per_byte
+            + c.l2_bytes * e.l2_pj_per_byte
+            + plan.l1_bytes * e.l1_pj_per_byte
+            + plan.reg_accesses * e.reg_pj_per_byte
+            + k.flops / 2.0 * e.mac_pj
+        )
+        return plan.fastest.compute_s, plan.fastest.memory_s, dyn_pj * 1e-12
+
+    def fc_plan(self, k: FCKernel) -> FCPlan:
+        """The tilings the model considers for ``k`` and the ones it uses (see :class:`FCPlan`)."""
+        m, kk, n, db = k.m, k.k, k.n, k.dtype_bytes
+        if min(m, kk, n) <= 0:
+            raise ConfigurationError(f"FC kernel '{k.name}': fc_plan needs m, k, n > 0")
+        s = self.spec
+        l1_cap = s.l1_kb_per_sm * 1024
+        tiles = sorted(
+            {
+                (min(a, m), min(b, n))
+                for a in TILE_SIZES
+                for b in TILE_SIZES
+                if 2 * (min(a, m) + min(b, n)) * L1_TILE_K * db + min(a, m) * min(b, n) * db
+                <= l1_cap
+            }
+        )
+        if not tiles:
+            raise ConfigurationError(
+                f"GPU '{s.name}': l1_kb_per_sm={s.l1_kb_per_sm} holds no {TILE_SIZES[0]}x"
+                f"{TILE_SIZES[0]} tile (needs {(4 * TILE_SIZES[0] * L1_TILE_K + 64) * db} bytes)"
+            )
+        costs = [self._tile_cost(m, kk, n, db, tm, tn) for tm, tn in tiles]
+        fastest = min(costs, key=lambda c: (c.time_s, c.attacc_metric(s.n_sms)))
+        near = [c for c in costs if c.time_s <= fastest.time_s * (1.0 + NEAR_OPTIMAL)]
+        charged = min(near, key=lambda c: (c.attacc_metric(s.n_sms), c.time_s))
+        l1_bytes = float(_tile_traffic(m, kk, n, REG_TILE, REG_TILE) * db)
+        return FCPlan(fastest, charged, l1_bytes, 3.0 * m * n * kk)
+
+    def _tile_cost(self, m: int, k: int, n: int, db: int, tm: int, tn: int) -> TileCost:
+        """Time and traffic of L1 tile ``tm x tn`` (already clamped to the shape)."""
+        s_ = self.spec.n_sms
+        mb, nb = _ceil_div(m, tm), _ceil_div(n, tn)
+        tb = mb * nb
+        waves = _ceil_div(tb, s_)
+        compute_s = waves * s_ * 2.0 * tm * tn * k / (self.flops_per_s * self._rate_factor(db))
+        offchip, l2_tm, l2_tn = self._offchip(m, k, n, db, tm, tn)
+        stream = max(_ceil_div(nb, s_) * s_ * tn, _ceil_div(mb, s_) * s_ * tm) * k * db
+        memory_s = max(offchip, float(stream)) / self.bytes_per_s
+        l2_bytes = float(_tile_traffic(m, k, n, tm, tn) * db)
+        return TileCost(tm, tn, l2_tm, l2_tn, tb, waves, compute_s, memory_s, offchip, l2_bytes)
+
+    def _offchip(self, m: int, k: int, n: int, db: int, tm: int, tn: int) -> tuple[float, int, int]:
+        """Least off-chip bytes over AttAcc's L2 tilings of an L1 tile (bytes, L2 tm, L2 tn)."""
+        cap = self.spec.l2_mb * 1024 * 1024 / db  # L2 capacity in elements
+        tk2 = k / L2_TILE_K_DIVISOR
+        lm = np.unique(np.append(np.arange(tm, m + 1, tm, dtype=np.int64), m))
+        bound = (cap - lm * tk2) / (tk2 + lm)  # widest Ln that fits, for each Lm
+        ln = np.where(n <= bound, n, np.floor(np.maximum(bound, 0.0) / tn) * tn).astype(np.int64)
+        ln = np.where(lm == tm, np.maximum(ln, tn), ln)  # AttAcc always allows the L1 tile itself
+        ok = ln >= tn
+        ln_safe = np.where(ok, ln, 1)
+        traffic = (
+            (-(-m // lm)).astype(np.float64) * n * k
+            + (-(-n // ln_safe)).astype(np.float64) * m * k
+            + float(m) * n
+        ) * db
+        traffic = np.where(ok, traffic, np.inf)
+        i = int(np.argmin(traffic))
+        return float(traffic[i]), int(lm[i]), int(ln[i])
+
+    # ---------------------------------------------------------------- attention
+    def attention(self, k: AttentionKernel) -> Cost:
+        """One attention kernel, per request (arrays), FlashDecoding-style (module doc)."""
+        flops = np.asarray(k.flops, dtype=np.float64)
+        if k.op == "score":
+            nbytes = k.kv_bytes + k.q_bytes
+        elif k.op == "context":
+            nbytes = k.kv_bytes + k.out_bytes
+        else:  # softmax: fused, its scores stay on chip
+            nbytes = np.zeros_like(flops)
+        compute_s = flops / (self.flops_per_s * self._rate_factor(k.dtype_bytes))
+        memory_s = nbytes / self.bytes_per_s
+        time_s = np.maximum(compute_s, memory_s)
+        e = self.spec.energy
+        dyn_pj = (
+            nbytes * (e.offchip_pj_per_byte + e.l2_pj_per_byte + e.l1_pj_per_byte)
+            + flops / 2.0 * e.mac_pj
+        )
+        energy_j = dyn_pj * 1e-12 + self._static_j(time_s)
+        return Cost(time_s, energy_j, compute_s, memory_s, np.zeros_like(time_s))
+
+    # ---------------------------------------------------------------- all-reduce
+    def collective(self, k: CollectiveKernel) -> Cost:
+        """A ring all-reduce over NVLink with AttAcc's measured-fit formula (module doc)."""
+        if k.bytes < 0 or k.participants < 1:
+            raise ConfigurationError(
+                f"collective '{k.name}': bytes must be >= 0 and participants >= 1 "
+                f"(got bytes={k.bytes}, participants={k.participants})"
+            )
+        if k.participants == 1 or k.bytes == 0:
+            return Cost(0.0, 0.0)
+        time_s = allreduce_time_s(k.bytes, k.participants, self.spec.nvlink_gbps)
+        energy_j = k.bytes * self.spec.energy.comm_pj_per_byte * 1e-12 + self._static_j(time_s)
+        return Cost(time_s, energy_j, 0.0, 0.0, time_s)
+
+
+def allreduce_time_s(bytes_: float, participants: int, nvlink_gbps: float) -> float:
+    """AttAcc's all-reduce time, seconds, of a ``bytes_`` tensor over ``participants`` GPUs.
+
+    ``(N - 1) x max(6060 ns + 0.009 ns/B x c x 600 / BW, c / (BW / 2))`` with chunk
+    ``c = bytes_ / N`` and ``BW`` = NVLink GB/s (both directions). The floor never binds for any
+    BW (0.009 x 600 / BW = 5.4 / BW ns/B > 2 / BW ns/B); it is kept as AttAcc writes it.
+    """
+    if participants <= 1 or bytes_ <= 0:
+        return 0.0
+    chunk = bytes_ / participants
+    step_ns = ALLREDUCE_BASE_NS + ALLREDUCE_NS_PER_BYTE * chunk * ALLREDUCE_REF_GBPS / nvlink_gbps
+    floor_ns = chunk / (nvlink_gbps / 2.0)  # bytes / (GB/s) = ns
+    return (participants - 1) * max(step_ns, floor_ns) * 1e-9
+
+
+@COST_MODELS.register("gpu:roofline")
+class GPURooflineModel(GPUModel):
+    """Plain roofline GPU: FC traffic is the minimum bytes (weights + inputs + outputs once)."""
+
+    method = "roofline"
+
+    def _fc_formula(self, k: FCKernel) -> tuple[float, float, float]:
+        compute_s = k.flops / (self.flops_per_s * self._rate_factor(k.dtype_bytes))
+        memory_s = k.bytes_total / self.bytes_per_s
+        e = self.spec.energy
+        dyn_pj = (
+            k.bytes_total * (e.offchip_pj_per_byte + e.l2_pj_per_byte + e.l1_pj_per_byte)
+            + 3.0 * k.m * k.n * k.k * e.reg_pj_per_byte
+            + k.flops / 2.0 * e.mac_pj
+        )
+        return compute_s, memory_s, dyn_pj * 1e-12
+
+
+__all__ = [
+    "FCPlan",
+    "GPUModel",
+    "GPURooflineModel",
+    "TileCost",
+    "allreduce_time_s",
+    "load_calibration",
+]
