@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pimserve.engine.system import BuiltSystem
+from pimserve.errors import ConfigurationError
 from pimserve.hardware.cost import Cost
+from pimserve.hardware.gpu import allreduce_time_s
 from pimserve.hardware.group import GroupModel
 from pimserve.ops import BatchShape, iteration
 from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel
@@ -146,22 +148,35 @@ class IterationPricer:
             else:
                 pim_s += t
             placements.append((gname, target))
-        # tensor-parallel all-reduce after the attention output projection and after the FFN
-        gpu = groups.get(GPU)
-        if layer and gpu is not None and gpu.count > 1:
+        if layer:
+            # tensor-parallel all-reduce after the output projection and after the FFN: the FC
+            # outputs are split over the TP domains wherever the FC ran (GPU or its FC-PIM)
             m_tok = max(k.m for k in kernels if not k.group.startswith("expert"))
-            ar = CollectiveKernel(
-                "allreduce", m_tok * self.model.hidden_size * self.model.dtype_bytes, gpu.count
-            )
-            n_ar = sum(1 for g, t in placements if t == GPU and g in ("attn_fc", "ffn"))
-            if any(g.startswith("expert") and t == GPU for g, t in placements):
-                n_ar += 1
-            if n_ar:
-                c = gpu.collective(ar)
-                comm += float(c.time_s) * n_ar
-                energy += float(c.energy_j) * n_ar
-                time += float(c.time_s) * n_ar
+            ar_s, ar_j = self.allreduce(m_tok)
+            comm += 2 * ar_s
+            time += 2 * ar_s
+            energy += 2 * ar_j
         return FCPart(time, energy, gpu_s, pim_s, comm, gpu_flops, flops, tuple(placements))
+
+    def allreduce(self, m_tokens: int) -> tuple[float, float]:
+        """One all-reduce of ``m_tokens`` hidden vectors over the TP domains: (s, J)."""
+        tp = self.built.spec.tensor_parallel
+        if tp <= 1:
+            return 0.0, 0.0
+        nbytes = m_tokens * self.model.hidden_size * self.model.dtype_bytes
+        k = CollectiveKernel("allreduce", nbytes, tp)
+        if self.built.gpu is not None:
+            c = self.built.gpu.collective(k)
+            return float(c.time_s), float(c.energy_j)
+        link = self.built.collective_link
+        if link is None:
+            raise ConfigurationError(
+                f"system {self.built.spec.name} has tensor_parallel {tp} but no GPU and no "
+                "collective_link to all-reduce over"
+            )
+        # AttAcc's ring formula, with the link's bandwidth in both directions
+        t = allreduce_time_s(nbytes, tp, 2 * link.spec.bw_gbps)
+        return t, nbytes * 8 * link.spec.energy_pj_per_bit * 1e-12 * 2 * (tp - 1) / tp
 
     # ---------------------------------------------------------------- attention
     def attention_table(self, q_tokens: int, cmax: int) -> tuple[np.ndarray, np.ndarray]:

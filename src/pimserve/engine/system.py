@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from pimserve.errors import ConfigurationError
 from pimserve.hardware.group import GroupModel
+from pimserve.hardware.link import LinkModel
+from pimserve.specs.catalog import load_link
 from pimserve.specs.model import ModelSpec
 from pimserve.specs.system import SystemSpec
 
@@ -22,6 +24,7 @@ class BuiltSystem:
     tiers: list[GroupModel]
     weight_capacity_bytes: float
     kv_capacity_bytes: float
+    collective_link: LinkModel | None = None
 
     @classmethod
     def build(cls, spec: SystemSpec, model: ModelSpec) -> BuiltSystem:
@@ -49,8 +52,10 @@ class BuiltSystem:
             raise ConfigurationError(f"system {spec.name} has no memory left for the KV cache")
         if "attn" not in gm and not tiers and "gpu" not in gm:
             raise ConfigurationError(f"system {spec.name} has no device that runs attention")
+        link = LinkModel(load_link(spec.collective_link)) if spec.collective_link else None
         return cls(
-            spec, model, gm.get("gpu"), gm.get("fc_pim"), gm.get("attn"), tiers, w_cap, kv_cap
+            spec, model, gm.get("gpu"), gm.get("fc_pim"), gm.get("attn"), tiers, w_cap, kv_cap,
+            link,
         )
 
     @property

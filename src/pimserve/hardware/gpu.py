@@ -1,6 +1,8 @@
-"""GPU cost models: AttAcc's tile-based xPU model (``gpu``) and a plain roofline (``gpu:roofline``).
+"""GPU cost models: a tile-based xPU model after AttAcc (``gpu``), AttAcc's model exactly as its
+simulator computes it (``gpu:attacc``, not monotone; for reproducing its numbers) and a plain
+roofline (``gpu:roofline``).
 
-Both price the same three kernel kinds through :class:`~pimserve.hardware.cost.CostModel`:
+All three price the same kernel kinds through :class:`~pimserve.hardware.cost.CostModel`:
 
 **FC kernels** ``(m x k) @ (k x n)`` (``m`` tokens, ``k`` input features, ``n`` output features,
 ``db`` bytes per element; FLOP rate = peak x 2/db, so FP8/INT8 run at twice the FP16 rate as in
@@ -43,14 +45,17 @@ tile by ``L2 traffic / util^2`` and is not monotone). AttAcc's metric still deci
 traffic is charged for energy: the most L2-frugal tile whose time is within 1 % of the fastest
 (a tiling that is 0.1 % faster by wave quantisation but moves 30x the L2 bytes is not what a
 library runs). ``compute_s`` and ``memory_s`` are those of the fastest tile, so
-``time_s = max(compute_s, memory_s) + launch`` exactly.
+``time_s = max(compute_s, memory_s) + launch`` exactly. Against AttAcc on a100-hbm3: GEMVs agree
+within 0.1 %; for m of about 16 to 1024 this model is up to ~40 % faster, where AttAcc's metric
+picks a tile that leaves SMs idle (``gpu:attacc`` reproduces AttAcc's own numbers).
 
 Energy (AttAcc's table, ``GPUEnergy``): off-chip bytes x ``offchip_pj_per_byte``; L2 bytes =
 the traffic between L2 and the SMs at the L1 tile, ``[ceil(n/tn) m k + ceil(m/tm) n k + m n] db``
 x ``l2_pj_per_byte``; L1 bytes = the same formula at AttAcc's 16 x 16 register tile x
 ``l1_pj_per_byte``; register accesses ``3 m n k`` (AttAcc counts elements) x
 ``reg_pj_per_byte``; MACs (``flops / 2``) x ``mac_pj``; plus ``static_power_w x time``.
-The roofline variant charges its ``min_bytes`` once at each of off-chip, L2 and L1.
+The roofline variant charges its ``min_bytes`` once at each of off-chip, L2 and L1, and
+registers and MACs as above.
 
 A calibration table (``calibration=`` or ``GPUSpec.calibration_csv``: CSV ``kernel,m,k,n,time_us``)
 replaces the time of the shapes it lists (``kernel`` names an FC kernel or ``*`` for any);
@@ -178,9 +183,7 @@ def load_calibration(source: CalibrationInput) -> dict[CalibrationKey, float]:
         out: dict[CalibrationKey, float] = {}
         for key, t in source.items():
             if not isinstance(key, tuple) or len(key) not in (3, 4):
-                raise SpecError(
-                    f"calibration: key {key!r} must be (kernel, m, k, n) or (m, k, n)"
-                )
+                raise SpecError(f"calibration: key {key!r} must be (kernel, m, k, n) or (m, k, n)")
             name, *shape = ("*", *key) if len(key) == 3 else key
             out[_calibration_key(str(name), shape, t, "calibration")] = float(t)
         return out
@@ -427,8 +430,57 @@ class GPURooflineModel(GPUModel):
         return compute_s, memory_s, dyn_pj * 1e-12
 
 
+@COST_MODELS.register("gpu:attacc")
+class GPUAttAccModel(GPUModel):
+    """AttAcc's xPU FC model exactly as its simulator computes it (for reproducing its numbers).
+
+    Tile chosen by AttAcc's metric ``L2 traffic / util^2`` over its L1 rule
+    ``(tm + tn) 32 db + tm tn db <= L1`` (no double buffering), first minimum in AttAcc's loop
+    order; ``compute = flops / (peak x eff x util)``, ``memory = offchip / (bw x eff x util)``
+    with the threadblock utilisation. Not monotone in the shape: e.g. on a100-hbm3,
+    ``m = 16, k = 8192, n = 432`` takes about half the time of ``m = 8`` (two row tiles share
+    the weights through L2 while each draws bw/S). Attention, all-reduce and energy as ``gpu``.
+    """
+
+    method = "attacc"
+
+    def fc_plan(self, k: FCKernel) -> FCPlan:
+        m, kk, n, db = k.m, k.k, k.n, k.dtype_bytes
+        if min(m, kk, n) <= 0:
+            raise ConfigurationError(f"FC kernel '{k.name}': fc_plan needs m, k, n > 0")
+        s_ = self.spec.n_sms
+        l1_cap = self.spec.l1_kb_per_sm * 1024
+        best: tuple[float, int, int] | None = None
+        for a in TILE_SIZES:
+            for b in TILE_SIZES:
+                tm, tn = min(a, m), min(b, n)
+                if (tm + tn) * L1_TILE_K * db + tm * tn * db > l1_cap:
+                    continue
+                tb = _ceil_div(m, tm) * _ceil_div(n, tn)
+                util = tb / (_ceil_div(tb, s_) * s_)
+                metric = _tile_traffic(m, kk, n, tm, tn) * db / util**2
+                if best is None or metric < best[0]:
+                    best = (metric, tm, tn)
+        if best is None:
+            raise ConfigurationError(
+                f"GPU '{self.spec.name}': l1_kb_per_sm={self.spec.l1_kb_per_sm} holds no tile"
+            )
+        _, tm, tn = best
+        tb = _ceil_div(m, tm) * _ceil_div(n, tn)
+        waves = _ceil_div(tb, s_)
+        util = tb / (waves * s_)
+        offchip, l2_tm, l2_tn = self._offchip(m, kk, n, db, tm, tn)
+        compute_s = k.flops / (self.flops_per_s * self._rate_factor(db) * util)
+        memory_s = offchip / (self.bytes_per_s * util)
+        l2_bytes = float(_tile_traffic(m, kk, n, tm, tn) * db)
+        tile = TileCost(tm, tn, l2_tm, l2_tn, tb, waves, compute_s, memory_s, offchip, l2_bytes)
+        l1_bytes = float(_tile_traffic(m, kk, n, REG_TILE, REG_TILE) * db)
+        return FCPlan(tile, tile, l1_bytes, 3.0 * m * n * kk)
+
+
 __all__ = [
     "FCPlan",
+    "GPUAttAccModel",
     "GPUModel",
     "GPURooflineModel",
     "TileCost",

@@ -56,6 +56,11 @@ class SystemSpec(Spec):
     groups: list[DeviceGroup] = Field(min_length=1)
     tensor_parallel: int = Field(1, gt=0, description="TP degree over the gpu group")
     pipeline_parallel: int = Field(1, gt=0, description="PP stages")
+    collective_link: str | None = Field(
+        None,
+        description="link for the tensor-parallel all-reduce when the system has no GPU "
+        "(with GPUs, their NVLink is used)",
+    )
     policies: PolicySpec = Field(default_factory=PolicySpec)
 
     @model_validator(mode="after")
