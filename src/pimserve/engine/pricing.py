@@ -14,6 +14,7 @@ up with numpy fancy indexing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class IterationPricer:
         self.model = built.model
         self.placement = placement
         self.draft_model = draft_model
-        self._fc: dict[tuple, FCPart] = {}
+        self._fc: dict[tuple, Any] = {}  # memo: FC parts, transfers, draft passes
         self._tables: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
         self.attn_group = built.attention_group
         self._ways, self._sets = self.attn_group.attention_sets(self.model.n_kv_heads)
@@ -157,6 +158,18 @@ class IterationPricer:
             time += 2 * ar_s
             energy += 2 * ar_j
         return FCPart(time, energy, gpu_s, pim_s, comm, gpu_flops, flops, tuple(placements))
+
+    def decode_transfers(self, m_dec: int) -> tuple[float, float]:
+        """Q/K/V of ``m_dec`` decode tokens to the attention devices and outputs back (s, J)."""
+        key = ("xfer", m_dec)
+        hit = self._fc.get(key)
+        if hit is None:
+            g = self.attn_group
+            x_in = g.transfer(m_dec * self._qkv_bytes_per_token)
+            x_out = g.transfer(m_dec * self._out_bytes_per_token)
+            hit = (float(x_in.time_s + x_out.time_s), float(x_in.energy_j + x_out.energy_j))
+            self._fc[key] = hit
+        return hit
 
     def allreduce(self, m_tokens: int) -> tuple[float, float]:
         """One all-reduce of ``m_tokens`` hidden vectors over the TP domains: (s, J)."""
@@ -249,10 +262,9 @@ class IterationPricer:
         comm_j = 0.0
         link_group = self.attn_group
         if n_dec and link_group.link is not None:
-            x_in = link_group.transfer(m_dec * self._qkv_bytes_per_token)
-            x_out = link_group.transfer(m_dec * self._out_bytes_per_token)
-            comm_s += float(x_in.time_s + x_out.time_s)
-            comm_j += float(x_in.energy_j + x_out.energy_j)
+            x_s, x_j = self.decode_transfers(m_dec)
+            comm_s += x_s
+            comm_j += x_j
         if prefill:
             p_s, p_j, g = self.prefill_attention(pre_q, pre_context)
             attn_s += p_s
@@ -271,8 +283,10 @@ class IterationPricer:
         sc.other_s = other_s
         sc.time_s = sc.fc_gpu_s + sc.fc_pim_s + sc.attention_s + sc.communication_s + other_s
         sc.energy_j = L * (fc.energy_j + attn_j + comm_j) + head.energy_j + other_j
-        sc.fc_gpu_flops = L * fc.gpu_flops + head.gpu_flops
-        sc.fc_flops = L * fc.flops + head.flops
+        # PAPI's placement metric counts decode work: the decode tokens' share of the FC FLOPs
+        dec_share = m_dec / m_tok
+        sc.fc_gpu_flops = dec_share * (L * fc.gpu_flops + head.gpu_flops)
+        sc.fc_flops = dec_share * (L * fc.flops + head.flops)
         return sc
 
     def _draft(self, n_dec: int, tlp: int) -> tuple[float, float]:

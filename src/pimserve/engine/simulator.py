@@ -153,7 +153,7 @@ class Simulator:
             if ok.any():
                 mean_need = float(need_blocks[ok].mean())
                 fits = int(self.kv_blocks_total // max(mean_need, 1))
-                if cfg.batch > fits and cfg.batch <= ok.sum():
+                if min(cfg.batch, int(ok.sum())) > fits:
                     need_gb = (
                         cfg.batch * mean_need * self.block_tokens * model.kv_bytes_per_token / 1e9
                     )
@@ -185,6 +185,10 @@ class Simulator:
         finished = 0
         total_live = len(order)
         static = self.batching == "static"
+        steps: dict[str, list] | None = None
+        if cfg.record_steps:
+            steps = {k: [] for k in ("start_s", "time_s", "rlp", "prefill_tokens", "tlp",
+                                     "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s")}
 
         while True:
             while next_ptr < len(order) and arrival[order[next_ptr]] <= now:
@@ -267,6 +271,16 @@ class Simulator:
             )
             if not cost.time_s > 0:
                 raise AssertionError(f"iteration priced at {cost.time_s} s")  # pragma: no cover
+            if steps is not None:
+                steps["start_s"].append(now)
+                steps["time_s"].append(cost.time_s)
+                steps["rlp"].append(int(dec.size))
+                steps["prefill_tokens"].append(int(chunks.sum()))
+                steps["tlp"].append(tlp)
+                steps["fc_gpu_s"].append(cost.fc_gpu_s)
+                steps["fc_pim_s"].append(cost.fc_pim_s)
+                steps["attention_s"].append(cost.attention_s)
+                steps["communication_s"].append(cost.communication_s)
             now += cost.time_s
             it_count += 1
             for f in ("energy_j", "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s",
@@ -308,10 +322,13 @@ class Simulator:
                 f"{kv_limited_batches} static batches were cut short because their requests' "
                 "KV would not fit"
             )
-        return self._result(
+        result = self._result(
             status, gen, out, arrival, t_first, t_done, reasons, truncated, preemptions,
             it_count, now, acc, rlp_sum, tlp_sum, time.perf_counter() - wall0,
         )
+        if steps is not None:
+            result.extra["steps"] = steps
+        return result
 
     # ------------------------------------------------------------------ results
     def _result(self, status, gen, out, arrival, t_first, t_done, reasons, truncated,
