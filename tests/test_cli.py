@@ -72,3 +72,68 @@ def test_bad_input_is_one_line_no_traceback(args, needle):
     out = r.output.strip()
     assert needle in out and "Traceback" not in out
     assert len(out.splitlines()) == 1
+
+
+def test_run_default_says_what_it_ran_and_json_has_every_metric():
+    r = run("run", "--requests", "16", "--format", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    for key in ("system", "model", "workload", "requests_total", "requests_completed",
+                "requests_rejected", "preemptions", "output_tokens", "simulated_time_s",
+                "throughput_tok_s", "ttft_ms", "tpot_ms", "latency_s", "energy_j",
+                "energy_per_token_j", "time_breakdown_s", "fc_on_gpu_fraction", "wall_time_s"):
+        assert key in d, key
+    for key in ("ttft_ms", "tpot_ms", "latency_s"):
+        assert set(d[key]) == {"mean", "p50", "p99"}
+    assert set(d["time_breakdown_s"]) == {"fc_gpu", "fc_pim", "attention", "communication",
+                                          "other"}
+    assert (d["system"], d["model"], d["workload"]) == ("papi", "llama-65b", "dolly-creative")
+    assert d["requests_completed"] == 16
+    table = run("run", "--requests", "8")
+    assert table.exit_code == 0 and "papi serving llama-65b on dolly-creative" in table.output
+
+
+def test_run_with_a_trace_file(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n"
+                 "2023-11-16 18:15:46.6805900,100,5\n2023-11-16 18:15:47.0000000,200,7\n")
+    r = run("run", "--trace", str(p), "--trace-format", "azure", "--format", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["output_tokens"] == 12 and d["config"]["batching"] == "continuous"
+
+
+def test_compare_reports_speedups_over_the_baseline():
+    r = run("compare", "--systems", "papi,a100-attacc", "--requests", "8", "--batch", "4",
+            "--format", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["baseline"] == "a100-attacc"
+    sp = {x["system"]: x["speedup"] for x in d["runs"]}
+    assert sp["a100-attacc"] == 1.0 and sp["papi"] > 1.0
+
+
+def test_calibrate_json():
+    r = run("calibrate", "--max-parallelism", "128", "--format", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    a = d["alpha"]
+    assert d["pim_time_s"][int(a) - 1] <= d["gpu_time_s"][int(a) - 1]
+    assert d["pim_time_s"][int(a)] > d["gpu_time_s"][int(a)]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["run", "--tlp", "0", "--requests", "4"], "tlp"),
+        (["run", "--rate", "-2", "--requests", "4"], "rate_per_s must be positive"),
+        (["run", "--system", "nosuch"], "unknown system 'nosuch'"),
+        (["run", "--trace", "/nonexistent.csv"], "nonexistent.csv"),
+        (["compare", "--systems", "papi", "--baseline", "gpu-only"], "--baseline 'gpu-only'"),
+    ],
+)
+def test_run_bad_input_is_one_line(args, needle):
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    out = r.output.strip()
+    assert needle in out and "Traceback" not in out and len(out.splitlines()) == 1

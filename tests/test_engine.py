@@ -1,4 +1,4 @@
-"""The serving engine: conservation, batching, speculation, KV capacity, PAPI's qualitative results."""
+"""The serving engine: conservation, batching, speculation, KV capacity, PAPI results."""
 
 from __future__ import annotations
 

@@ -123,6 +123,41 @@ def _tile_traffic(m: int, k: int, n: int, tm: int, tn: int) -> int:
     return _ceil_div(n, tn) * m * k + _ceil_div(m, tm) * n * k + m * n
 
 
+#: the vectorised metric (``x * x``) may differ from ``x ** 2`` in the last bit: tiles within
+#: this fraction of the least are re-ranked with the scalar formula
+_METRIC_SLACK = 1e-12
+
+
+def _int_dtype(m: int, k: int, n: int, db: int, n_sms: int) -> type:
+    """int64 where every integer of the tile formulas fits in it and every quotient of two of
+    them is exact in float64 (all real shapes); otherwise Python integers (object arrays)."""
+    c = TILE_SIZES[-1] * (n_sms + 1)
+    if (m + c) * (n + c) < 2**53 and 3 * (m + c) * (n + c) * k * db < 2**63:
+        return np.int64
+    return object
+
+
+def _f64(a: Any) -> np.ndarray:
+    return np.asarray(a).astype(np.float64, copy=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _TileSet:
+    """Candidate L1 tiles in search order: ``tm``, ``tn`` (int64), the distinct ``tm``
+    ascending (``tms``) and, per tile, the index of its ``tm`` there (``group``)."""
+
+    tm: np.ndarray
+    tn: np.ndarray
+    tms: np.ndarray
+    group: np.ndarray
+
+    @classmethod
+    def of(cls, tiles: list[tuple[int, int]]) -> _TileSet:
+        arr = np.array(tiles, dtype=np.int64).reshape(-1, 2)
+        tms, group = np.unique(arr[:, 0], return_inverse=True)
+        return cls(arr[:, 0].copy(), arr[:, 1].copy(), tms, group.reshape(-1))
+
+
 @dataclass(frozen=True, slots=True)
 class TileCost:
     """One L1 tiling of an FC kernel and what it costs (one instance, seconds and bytes)."""
@@ -239,6 +274,10 @@ class GPUModel(CostModel):
         table = load_calibration(spec.calibration_csv) if spec.calibration_csv else {}
         table.update(load_calibration(calibration))
         self.calibration: dict[CalibrationKey, float] = table
+        # candidate L1 tiles, keyed by (min(m, 512), min(n, 512), dtype bytes): they depend on
+        # the shape only through the clamp, so each list is built once per model instance
+        self._tile_sets: dict[tuple[int, int, int], _TileSet] = {}
+        self._attacc_tile_lists: dict[tuple[int, int, int], np.ndarray] = {}
 
     # ---------------------------------------------------------------- device rates
     @property
@@ -302,64 +341,124 @@ class GPUModel(CostModel):
         return plan.fastest.compute_s, plan.fastest.memory_s, dyn_pj * 1e-12
 
     def fc_plan(self, k: FCKernel) -> FCPlan:
-        """The tilings the model considers for ``k`` and the ones it uses (see :class:`FCPlan`)."""
+        """The tilings the model considers for ``k`` and the ones it uses (see :class:`FCPlan`).
+
+        Every candidate tile is priced at once with numpy; the few tiles whose order depends on
+        AttAcc's metric (ties in time, near-ties in the metric) are re-ranked with the scalar
+        formulas of :class:`TileCost`, so the choice is the one a loop over the tiles makes.
+        """
         m, kk, n, db = k.m, k.k, k.n, k.dtype_bytes
         if min(m, kk, n) <= 0:
             raise ConfigurationError(f"FC kernel '{k.name}': fc_plan needs m, k, n > 0")
-        s = self.spec
-        l1_cap = s.l1_kb_per_sm * 1024
-        tiles = sorted(
-            {
-                (min(a, m), min(b, n))
-                for a in TILE_SIZES
-                for b in TILE_SIZES
-                if 2 * (min(a, m) + min(b, n)) * L1_TILE_K * db + min(a, m) * min(b, n) * db
-                <= l1_cap
-            }
+        s_ = self.spec.n_sms
+        ts = self._tile_set(m, n, db)
+        offchip, l2_tm, l2_tn = self._offchip_tiles(m, kk, n, db, ts)
+        ints = _int_dtype(m, kk, n, db, s_)
+        tm, tn = ts.tm.astype(ints, copy=False), ts.tn.astype(ints, copy=False)
+        mb, nb = -(-m // tm), -(-n // tn)
+        tb = mb * nb
+        waves = -(-tb // s_)
+        rate = self.flops_per_s * self._rate_factor(db)
+        compute = _f64(waves * s_ * 2.0 * tm * tn * kk / rate)
+        stream = np.maximum(-(-nb // s_) * s_ * tn, -(-mb // s_) * s_ * tm) * kk * db
+        memory = np.maximum(offchip, _f64(stream)) / self.bytes_per_s
+        time = np.maximum(compute, memory)
+        l2_bytes = _f64((nb * m * kk + mb * n * kk + m * n) * db)  # _tile_traffic x db
+
+        def tile(i: int) -> TileCost:
+            return TileCost(
+                int(tm[i]), int(tn[i]), int(l2_tm[i]), int(l2_tn[i]), int(tb[i]), int(waves[i]),
+                float(compute[i]), float(memory[i]), float(offchip[i]), float(l2_bytes[i]),
+            )  # fmt: skip
+
+        # fastest: least time, ties broken by AttAcc's metric, then by tile order
+        ties = np.flatnonzero(time == time.min())
+        fastest = tile(int(ties[0]))
+        if len(ties) > 1:
+            fastest = min((tile(int(i)) for i in ties), key=lambda c: c.attacc_metric(s_))
+        # charged: least AttAcc metric within NEAR_OPTIMAL of the fastest, then least time
+        near = np.flatnonzero(time <= fastest.time_s * (1.0 + NEAR_OPTIMAL))
+        metric = l2_bytes[near] / np.square(_f64(tb[near] / (waves[near] * s_)))
+        close = near[metric <= metric.min() * (1.0 + _METRIC_SLACK)]
+        charged = min(
+            (tile(int(i)) for i in close), key=lambda c: (c.attacc_metric(s_), c.time_s)
         )
-        if not tiles:
-            raise ConfigurationError(
-                f"GPU '{s.name}': l1_kb_per_sm={s.l1_kb_per_sm} holds no {TILE_SIZES[0]}x"
-                f"{TILE_SIZES[0]} tile (needs {(4 * TILE_SIZES[0] * L1_TILE_K + 64) * db} bytes)"
-            )
-        costs = [self._tile_cost(m, kk, n, db, tm, tn) for tm, tn in tiles]
-        fastest = min(costs, key=lambda c: (c.time_s, c.attacc_metric(s.n_sms)))
-        near = [c for c in costs if c.time_s <= fastest.time_s * (1.0 + NEAR_OPTIMAL)]
-        charged = min(near, key=lambda c: (c.attacc_metric(s.n_sms), c.time_s))
         l1_bytes = float(_tile_traffic(m, kk, n, REG_TILE, REG_TILE) * db)
         return FCPlan(fastest, charged, l1_bytes, 3.0 * m * n * kk)
 
-    def _tile_cost(self, m: int, k: int, n: int, db: int, tm: int, tn: int) -> TileCost:
-        """Time and traffic of L1 tile ``tm x tn`` (already clamped to the shape)."""
-        s_ = self.spec.n_sms
-        mb, nb = _ceil_div(m, tm), _ceil_div(n, tn)
-        tb = mb * nb
-        waves = _ceil_div(tb, s_)
-        compute_s = waves * s_ * 2.0 * tm * tn * k / (self.flops_per_s * self._rate_factor(db))
-        offchip, l2_tm, l2_tn = self._offchip(m, k, n, db, tm, tn)
-        stream = max(_ceil_div(nb, s_) * s_ * tn, _ceil_div(mb, s_) * s_ * tm) * k * db
-        memory_s = max(offchip, float(stream)) / self.bytes_per_s
-        l2_bytes = float(_tile_traffic(m, k, n, tm, tn) * db)
-        return TileCost(tm, tn, l2_tm, l2_tn, tb, waves, compute_s, memory_s, offchip, l2_bytes)
+    def _tile_set(self, m: int, n: int, db: int) -> _TileSet:
+        """The L1 tiles ``(min(a, m), min(b, n))`` that fit ``l1_kb_per_sm`` (cached)."""
+        key = (min(m, TILE_SIZES[-1]), min(n, TILE_SIZES[-1]), db)
+        ts = self._tile_sets.get(key)
+        if ts is None:
+            mc, nc, _ = key
+            s = self.spec
+            l1_cap = s.l1_kb_per_sm * 1024
+            tiles = sorted(
+                {
+                    (min(a, mc), min(b, nc))
+                    for a in TILE_SIZES
+                    for b in TILE_SIZES
+                    if 2 * (min(a, mc) + min(b, nc)) * L1_TILE_K * db + min(a, mc) * min(b, nc) * db
+                    <= l1_cap
+                }
+            )
+            if not tiles:
+                raise ConfigurationError(
+                    f"GPU '{s.name}': l1_kb_per_sm={s.l1_kb_per_sm} holds no {TILE_SIZES[0]}x"
+                    f"{TILE_SIZES[0]} tile (needs {(4 * TILE_SIZES[0] * L1_TILE_K + 64) * db} "
+                    "bytes)"
+                )
+            ts = _TileSet.of(tiles)
+            self._tile_sets[key] = ts
+        return ts
 
     def _offchip(self, m: int, k: int, n: int, db: int, tm: int, tn: int) -> tuple[float, int, int]:
         """Least off-chip bytes over AttAcc's L2 tilings of an L1 tile (bytes, L2 tm, L2 tn)."""
+        off, l2_tm, l2_tn = self._offchip_tiles(m, k, n, db, _TileSet.of([(tm, tn)]))
+        return float(off[0]), int(l2_tm[0]), int(l2_tn[0])
+
+    def _offchip_tiles(
+        self, m: int, k: int, n: int, db: int, ts: _TileSet
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_offchip` of every tile of ``ts`` at once (arrays of bytes, L2 tm, L2 tn).
+
+        For an L1 tile ``(tm, tn)`` AttAcc's L2 tilings are ``Lm`` in ``tm, 2 tm, ..., m`` with
+        the widest ``Ln`` that fits. ``Ln`` never grows with ``Lm``, so among the ``Lm`` that
+        share ``ceil(m / Lm)`` the smallest moves the fewest bytes and comes first: only those
+        are priced, ``O(sqrt(m / tm))`` of them per ``tm`` (``Lm = j tm`` for ``j <= sqrt(m/tm)``
+        and ``Lm = ceil(m / (q tm)) tm`` for ``q <= sqrt(m/tm)`` cover every such first one).
+        The least (first on ties, ``Lm`` ascending) is the one the full search finds.
+        """
         cap = self.spec.l2_mb * 1024 * 1024 / db  # L2 capacity in elements
         tk2 = k / L2_TILE_K_DIVISOR
-        lm = np.unique(np.append(np.arange(tm, m + 1, tm, dtype=np.int64), m))
+        # candidate Lm for each distinct tm (rows), ascending, first of each ceil(m/Lm) run kept
+        t = ts.tms[:, None]
+        jt = np.arange(1, math.isqrt(m // int(ts.tms[0])) + 2, dtype=np.int64) * t
+        lm = np.minimum(np.concatenate((jt, -(-m // jt) * t), axis=1), m)
+        lm.sort(axis=1)
+        q = -(-m // lm)
+        first = np.ones(lm.shape, dtype=bool)
+        first[:, 1:] = q[:, 1:] != q[:, :-1]
         bound = (cap - lm * tk2) / (tk2 + lm)  # widest Ln that fits, for each Lm
-        ln = np.where(n <= bound, n, np.floor(np.maximum(bound, 0.0) / tn) * tn).astype(np.int64)
-        ln = np.where(lm == tm, np.maximum(ln, tn), ln)  # AttAcc always allows the L1 tile itself
-        ok = ln >= tn
+        n_fits = n <= bound
+        room = np.maximum(bound, 0.0)
+        q_bytes = q.astype(np.float64) * n * k
+        # the same formulas for every tile (rows of the tile's tm)
+        g = ts.group
+        tn = ts.tn[:, None]
+        lm_t = lm[g]
+        ln = np.where(n_fits[g], n, np.floor(room[g] / tn) * tn).astype(np.int64)
+        ln = np.where(lm_t == ts.tm[:, None], np.maximum(ln, tn), ln)  # AttAcc allows the L1 tile
+        ok = (ln >= tn) & first[g]
         ln_safe = np.where(ok, ln, 1)
         traffic = (
-            (-(-m // lm)).astype(np.float64) * n * k
-            + (-(-n // ln_safe)).astype(np.float64) * m * k
-            + float(m) * n
+            q_bytes[g] + (-(-n // ln_safe)).astype(np.float64) * m * k + float(m) * n
         ) * db
         traffic = np.where(ok, traffic, np.inf)
-        i = int(np.argmin(traffic))
-        return float(traffic[i]), int(lm[i]), int(ln[i])
+        i = traffic.argmin(axis=1)
+        rows = np.arange(len(i))
+        return traffic[rows, i], lm_t[rows, i], ln[rows, i]
 
     # ---------------------------------------------------------------- attention
     def attention(self, k: AttentionKernel) -> Cost:
@@ -449,33 +548,53 @@ class GPUAttAccModel(GPUModel):
         if min(m, kk, n) <= 0:
             raise ConfigurationError(f"FC kernel '{k.name}': fc_plan needs m, k, n > 0")
         s_ = self.spec.n_sms
-        l1_cap = self.spec.l1_kb_per_sm * 1024
-        best: tuple[float, int, int] | None = None
-        for a in TILE_SIZES:
-            for b in TILE_SIZES:
-                tm, tn = min(a, m), min(b, n)
-                if (tm + tn) * L1_TILE_K * db + tm * tn * db > l1_cap:
-                    continue
-                tb = _ceil_div(m, tm) * _ceil_div(n, tn)
-                util = tb / (_ceil_div(tb, s_) * s_)
-                metric = _tile_traffic(m, kk, n, tm, tn) * db / util**2
-                if best is None or metric < best[0]:
-                    best = (metric, tm, tn)
-        if best is None:
+        tiles = self._attacc_tiles(m, n, db)
+        if not len(tiles):
             raise ConfigurationError(
                 f"GPU '{self.spec.name}': l1_kb_per_sm={self.spec.l1_kb_per_sm} holds no tile"
             )
-        _, tm, tn = best
-        tb = _ceil_div(m, tm) * _ceil_div(n, tn)
-        waves = _ceil_div(tb, s_)
-        util = tb / (waves * s_)
-        offchip, l2_tm, l2_tn = self._offchip(m, kk, n, db, tm, tn)
+        # AttAcc's metric for every tile in its loop order; the first least wins. The tiles
+        # within _METRIC_SLACK of the least are re-ranked with the scalar formula (x ** 2).
+        ints = _int_dtype(m, kk, n, db, s_)
+        tm, tn = tiles[:, 0].astype(ints), tiles[:, 1].astype(ints)
+        mb, nb = -(-m // tm), -(-n // tn)
+        tb = mb * nb
+        traffic = (nb * m * kk + mb * n * kk + m * n) * db  # _tile_traffic x db
+        metric = _f64(traffic) / np.square(_f64(tb / (-(-tb // s_) * s_)))
+        best: tuple[float, int, int] | None = None
+        for i in np.flatnonzero(metric <= metric.min() * (1.0 + _METRIC_SLACK)):
+            util = int(tb[i]) / (_ceil_div(int(tb[i]), s_) * s_)
+            exact = int(traffic[i]) / util**2
+            if best is None or exact < best[0]:
+                best = (exact, int(tm[i]), int(tn[i]))
+        assert best is not None
+        _, tm_, tn_ = best
+        tb_ = _ceil_div(m, tm_) * _ceil_div(n, tn_)
+        waves = _ceil_div(tb_, s_)
+        util = tb_ / (waves * s_)
+        offchip, l2_tm, l2_tn = self._offchip(m, kk, n, db, tm_, tn_)
         compute_s = k.flops / (self.flops_per_s * self._rate_factor(db) * util)
         memory_s = offchip / (self.bytes_per_s * util)
-        l2_bytes = float(_tile_traffic(m, kk, n, tm, tn) * db)
-        tile = TileCost(tm, tn, l2_tm, l2_tn, tb, waves, compute_s, memory_s, offchip, l2_bytes)
+        l2_bytes = float(_tile_traffic(m, kk, n, tm_, tn_) * db)
+        tile = TileCost(tm_, tn_, l2_tm, l2_tn, tb_, waves, compute_s, memory_s, offchip, l2_bytes)
         l1_bytes = float(_tile_traffic(m, kk, n, REG_TILE, REG_TILE) * db)
         return FCPlan(tile, tile, l1_bytes, 3.0 * m * n * kk)
+
+    def _attacc_tiles(self, m: int, n: int, db: int) -> np.ndarray:
+        """AttAcc's L1 tiles ``(min(a, m), min(b, n))`` that fit, in its loop order (cached)."""
+        key = (min(m, TILE_SIZES[-1]), min(n, TILE_SIZES[-1]), db)
+        tiles = self._attacc_tile_lists.get(key)
+        if tiles is None:
+            mc, nc, _ = key
+            l1_cap = self.spec.l1_kb_per_sm * 1024
+            pairs = [
+                (tm, tn)
+                for tm, tn in ((min(a, mc), min(b, nc)) for a in TILE_SIZES for b in TILE_SIZES)
+                if (tm + tn) * L1_TILE_K * db + tm * tn * db <= l1_cap
+            ]
+            tiles = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+            self._attacc_tile_lists[key] = tiles
+        return tiles
 
 
 __all__ = [

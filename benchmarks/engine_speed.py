@@ -1,0 +1,58 @@
+"""Engine speed: serve the Azure conversation trace on LLaMA-65B and report simulated s per wall s.
+
+    python benchmarks/engine_speed.py [--trace PATH] [--system papi] [--requests N]
+
+Uses ``../shared/traces/azure_llm_2023_conv.csv`` when it exists, else the synthetic
+``azure-conv`` preset (same statistics). Runs the first half and then the whole trace with
+continuous batching and prints wall seconds, simulated seconds, iterations, simulated seconds
+per wall second, and the full/half wall-time ratio (2.0 means linear in the number of requests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from pimserve import simulate
+from pimserve.workload import load_trace
+from pimserve.workload.presets import WORKLOADS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_TRACE = SHARED / "traces" / "azure_llm_2023_conv.csv"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--trace", default=str(DEFAULT_TRACE))
+    ap.add_argument("--system", default="papi")
+    ap.add_argument("--model", default="llama-65b")
+    ap.add_argument("--requests", type=int, default=None, help="first N requests only")
+    ap.add_argument("--batch", type=int, default=256, help="max running requests")
+    args = ap.parse_args()
+    if Path(args.trace).exists():
+        reqs = load_trace(args.trace, "azure")
+        label = Path(args.trace).name
+    else:
+        reqs = WORKLOADS.get("azure-conv")(19366, 0, None)
+        label = "azure-conv (synthetic; trace not found)"
+    if args.requests:
+        reqs = reqs.head(args.requests)
+    print(f"{args.system} / {args.model} / {label}: {len(reqs)} requests, continuous batching")
+    print(f"{'requests':>9} {'wall s':>8} {'simulated s':>12} {'iterations':>11} "
+          f"{'sim s / wall s':>15} {'completed':>10} {'rejected':>9}")
+    walls = []
+    for n in (len(reqs) // 2, len(reqs)):
+        t0 = time.perf_counter()
+        r = simulate(args.system, args.model, reqs.head(n), batching="continuous",
+                     batch=args.batch)
+        wall = time.perf_counter() - t0
+        walls.append(wall)
+        print(f"{n:>9} {wall:>8.2f} {r.simulated_time_s:>12.1f} {r.iterations:>11} "
+              f"{r.simulated_time_s / wall:>15.1f} {r.requests_completed:>10} "
+              f"{r.requests_rejected:>9}")
+    print(f"wall-time ratio full/half: {walls[1] / walls[0]:.2f} (2.00 = linear)")
+
+
+if __name__ == "__main__":
+    main()
