@@ -129,10 +129,15 @@ def reference_attacc_plan(model: GPUAttAccModel, k: FCKernel) -> FCPlan:
 
 
 class ReferenceGPUModel(GPUModel):
-    """``gpu`` with the original tile search (costs through the unchanged ``fc``)."""
+    """``gpu`` with the original tile search (costs through the unchanged ``fc``); plans are
+    memoised so that ``fc_plan`` then ``fc`` of one kernel searches once."""
 
     def fc_plan(self, k: FCKernel) -> FCPlan:
-        return reference_gpu_plan(self, k)
+        memo = self.__dict__.setdefault("_reference_plans", {})
+        key = (k.m, k.k, k.n, k.dtype_bytes)
+        if key not in memo:
+            memo[key] = reference_gpu_plan(self, k)
+        return memo[key]
 
 
 class ReferenceGPUAttAccModel(GPUAttAccModel):

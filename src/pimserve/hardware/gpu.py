@@ -137,6 +137,17 @@ def _int_dtype(m: int, k: int, n: int, db: int, n_sms: int) -> type:
     return object
 
 
+_TILE_ARRAY = np.array(TILE_SIZES, dtype=np.int64)
+_CODE = TILE_SIZES[-1] + 1  # (tm, tn) -> tm * _CODE + tn sorts as the pair
+
+
+def _clamped_tiles(m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(min(a, m), min(b, n))`` for ``a``, ``b`` in :data:`TILE_SIZES`, flat, ``a`` major."""
+    a = np.minimum(_TILE_ARRAY, m)
+    b = np.minimum(_TILE_ARRAY, n)
+    return np.repeat(a, len(b)), np.tile(b, len(a))
+
+
 def _f64(a: Any) -> np.ndarray:
     return np.asarray(a).astype(np.float64, copy=False)
 
@@ -144,18 +155,25 @@ def _f64(a: Any) -> np.ndarray:
 @dataclass(frozen=True, slots=True)
 class _TileSet:
     """Candidate L1 tiles in search order: ``tm``, ``tn`` (int64), the distinct ``tm``
-    ascending (``tms``) and, per tile, the index of its ``tm`` there (``group``)."""
+    ascending (``tms``), per tile the index of its ``tm`` there (``group``) and the least
+    ``tn`` (``tn_min``)."""
 
     tm: np.ndarray
     tn: np.ndarray
     tms: np.ndarray
     group: np.ndarray
+    tn_min: int
 
     @classmethod
-    def of(cls, tiles: list[tuple[int, int]]) -> _TileSet:
-        arr = np.array(tiles, dtype=np.int64).reshape(-1, 2)
-        tms, group = np.unique(arr[:, 0], return_inverse=True)
-        return cls(arr[:, 0].copy(), arr[:, 1].copy(), tms, group.reshape(-1))
+    def of(cls, tm: np.ndarray, tn: np.ndarray) -> _TileSet:
+        """Tiles ``(tm[i], tn[i])``, sorted by ``tm``."""
+        tms, group = np.unique(tm, return_inverse=True)
+        return cls(tm, tn, tms, group.reshape(-1), int(tn.min()))
+
+    @classmethod
+    def single(cls, tm: int, tn: int) -> _TileSet:
+        one = np.array([tm], dtype=np.int64)
+        return cls(one, np.array([tn], dtype=np.int64), one, np.zeros(1, dtype=np.intp), tn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +295,7 @@ class GPUModel(CostModel):
         # candidate L1 tiles, keyed by (min(m, 512), min(n, 512), dtype bytes): they depend on
         # the shape only through the clamp, so each list is built once per model instance
         self._tile_sets: dict[tuple[int, int, int], _TileSet] = {}
-        self._attacc_tile_lists: dict[tuple[int, int, int], np.ndarray] = {}
+        self._attacc_tile_lists: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # ---------------------------------------------------------------- device rates
     @property
@@ -387,35 +405,27 @@ class GPUModel(CostModel):
         return FCPlan(fastest, charged, l1_bytes, 3.0 * m * n * kk)
 
     def _tile_set(self, m: int, n: int, db: int) -> _TileSet:
-        """The L1 tiles ``(min(a, m), min(b, n))`` that fit ``l1_kb_per_sm`` (cached)."""
+        """The L1 tiles ``(min(a, m), min(b, n))`` that fit ``l1_kb_per_sm``, ascending (cached)."""
         key = (min(m, TILE_SIZES[-1]), min(n, TILE_SIZES[-1]), db)
         ts = self._tile_sets.get(key)
         if ts is None:
-            mc, nc, _ = key
             s = self.spec
-            l1_cap = s.l1_kb_per_sm * 1024
-            tiles = sorted(
-                {
-                    (min(a, mc), min(b, nc))
-                    for a in TILE_SIZES
-                    for b in TILE_SIZES
-                    if 2 * (min(a, mc) + min(b, nc)) * L1_TILE_K * db + min(a, mc) * min(b, nc) * db
-                    <= l1_cap
-                }
-            )
-            if not tiles:
+            a, b = _clamped_tiles(key[0], key[1])
+            fits = 2 * (a + b) * L1_TILE_K * db + a * b * db <= s.l1_kb_per_sm * 1024
+            if not fits.any():
                 raise ConfigurationError(
                     f"GPU '{s.name}': l1_kb_per_sm={s.l1_kb_per_sm} holds no {TILE_SIZES[0]}x"
                     f"{TILE_SIZES[0]} tile (needs {(4 * TILE_SIZES[0] * L1_TILE_K + 64) * db} "
                     "bytes)"
                 )
-            ts = _TileSet.of(tiles)
+            code = np.unique(a[fits] * _CODE + b[fits])  # distinct tiles, sorted as (tm, tn)
+            ts = _TileSet.of(code // _CODE, code % _CODE)
             self._tile_sets[key] = ts
         return ts
 
     def _offchip(self, m: int, k: int, n: int, db: int, tm: int, tn: int) -> tuple[float, int, int]:
         """Least off-chip bytes over AttAcc's L2 tilings of an L1 tile (bytes, L2 tm, L2 tn)."""
-        off, l2_tm, l2_tn = self._offchip_tiles(m, k, n, db, _TileSet.of([(tm, tn)]))
+        off, l2_tm, l2_tn = self._offchip_tiles(m, k, n, db, _TileSet.single(tm, tn))
         return float(off[0]), int(l2_tm[0]), int(l2_tn[0])
 
     def _offchip_tiles(
@@ -423,34 +433,53 @@ class GPUModel(CostModel):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_offchip` of every tile of ``ts`` at once (arrays of bytes, L2 tm, L2 tn).
 
-        For an L1 tile ``(tm, tn)`` AttAcc's L2 tilings are ``Lm`` in ``tm, 2 tm, ..., m`` with
-        the widest ``Ln`` that fits. ``Ln`` never grows with ``Lm``, so among the ``Lm`` that
-        share ``ceil(m / Lm)`` the smallest moves the fewest bytes and comes first: only those
-        are priced, ``O(sqrt(m / tm))`` of them per ``tm`` (``Lm = j tm`` for ``j <= sqrt(m/tm)``
-        and ``Lm = ceil(m / (q tm)) tm`` for ``q <= sqrt(m/tm)`` cover every such first one).
-        The least (first on ties, ``Lm`` ascending) is the one the full search finds.
+        For an L1 tile ``(tm, tn)`` AttAcc's L2 tilings are ``Lm`` in ``tm, 2 tm, ..., m``, each
+        with the widest ``Ln`` that fits; the least bytes win, the smallest ``Lm`` on ties. The
+        widest ``Ln`` never grows with ``Lm``, and the bytes never shrink as ``ceil(m/Lm)`` or
+        ``ceil(n/Ln)`` grow, so only some ``Lm`` can win and only those are priced:
+
+        - of the ``Lm`` that share ``ceil(m / Lm)``, the smallest (``Lm = j tm`` for
+          ``j <= sqrt(m/tm)`` and ``ceil(m / (q tm)) tm`` for ``q <= sqrt(m/tm)`` cover them all);
+        - ``Lm`` whose ``Ln`` is below the narrowest ``tn`` even before rounding are skipped;
+        - when every byte count is an exact integer in float64 (all real shapes), ties between
+          different ``ceil`` pairs cannot happen: of the ``Lm`` whose ``Ln`` is all of ``n``
+          only the largest can win, and if ``Lm = m`` is one of them it wins for every tile.
         """
         cap = self.spec.l2_mb * 1024 * 1024 / db  # L2 capacity in elements
         tk2 = k / L2_TILE_K_DIVISOR
-        # candidate Lm for each distinct tm (rows), ascending, first of each ceil(m/Lm) run kept
-        t = ts.tms[:, None]
-        jt = np.arange(1, math.isqrt(m // int(ts.tms[0])) + 2, dtype=np.int64) * t
-        lm = np.minimum(np.concatenate((jt, -(-m // jt) * t), axis=1), m)
+        exact = (2 * m * n * k + m * n) * db < 2**53
+        if exact and n <= (cap - m * tk2) / (tk2 + m):  # one L2 tile holds the whole output
+            t = len(ts.tm)
+            off = (1.0 * n * k + 1.0 * m * k + float(m) * n) * db
+            return np.full(t, off), np.full(t, m, dtype=np.int64), np.full(t, n, dtype=np.int64)
+        # candidate Lm for each distinct tm (rows), ascending
+        tms = ts.tms[:, None]
+        jt = np.arange(1, math.isqrt(m // int(ts.tms[0])) + 2, dtype=np.int64) * tms
+        lm = np.minimum(np.concatenate((jt, -(-m // jt) * tms), axis=1), m)
         lm.sort(axis=1)
         q = -(-m // lm)
-        first = np.ones(lm.shape, dtype=bool)
-        first[:, 1:] = q[:, 1:] != q[:, :-1]
         bound = (cap - lm * tk2) / (tk2 + lm)  # widest Ln that fits, for each Lm
         n_fits = n <= bound
         room = np.maximum(bound, 0.0)
+        keep = np.ones(lm.shape, dtype=bool)  # first of each ceil(m/Lm) run ...
+        keep[:, 1:] = q[:, 1:] != q[:, :-1]
+        keep[:, 1:] &= n_fits[:, 1:] | (np.floor(room[:, 1:] / ts.tn_min) >= 1)  # ... Ln >= tn
+        if exact:  # of the Lm with Ln = n only the last
+            whole = n_fits & keep
+            last = lm.shape[1] - 1 - np.argmax(whole[:, ::-1], axis=1)
+            keep &= ~whole | (np.arange(lm.shape[1]) == last[:, None])
+        # the kept Lm of each row first, in order; Lm = tm (AttAcc allows the L1 tile) is first
+        width = int(keep.sum(axis=1).max())
+        at = (np.arange(len(lm))[:, None], np.argsort(~keep, axis=1, kind="stable")[:, :width])
+        lm, q, n_fits, room, keep = lm[at], q[at], n_fits[at], room[at], keep[at]
+        own = keep[:, 0] & (lm[:, 0] == ts.tms)
         q_bytes = q.astype(np.float64) * n * k
-        # the same formulas for every tile (rows of the tile's tm)
+        # the original formulas for every tile, on the rows of its tm
         g = ts.group
         tn = ts.tn[:, None]
-        lm_t = lm[g]
         ln = np.where(n_fits[g], n, np.floor(room[g] / tn) * tn).astype(np.int64)
-        ln = np.where(lm_t == ts.tm[:, None], np.maximum(ln, tn), ln)  # AttAcc allows the L1 tile
-        ok = (ln >= tn) & first[g]
+        ln[:, 0] = np.where(own[g], np.maximum(ln[:, 0], ts.tn), ln[:, 0])
+        ok = (ln >= tn) & keep[g]
         ln_safe = np.where(ok, ln, 1)
         traffic = (
             q_bytes[g] + (-(-n // ln_safe)).astype(np.float64) * m * k + float(m) * n
@@ -458,7 +487,7 @@ class GPUModel(CostModel):
         traffic = np.where(ok, traffic, np.inf)
         i = traffic.argmin(axis=1)
         rows = np.arange(len(i))
-        return traffic[rows, i], lm_t[rows, i], ln[rows, i]
+        return traffic[rows, i], lm[g, i], ln[rows, i]
 
     # ---------------------------------------------------------------- attention
     def attention(self, k: AttentionKernel) -> Cost:
@@ -548,15 +577,15 @@ class GPUAttAccModel(GPUModel):
         if min(m, kk, n) <= 0:
             raise ConfigurationError(f"FC kernel '{k.name}': fc_plan needs m, k, n > 0")
         s_ = self.spec.n_sms
-        tiles = self._attacc_tiles(m, n, db)
-        if not len(tiles):
+        tm0, tn0 = self._attacc_tiles(m, n, db)
+        if not len(tm0):
             raise ConfigurationError(
                 f"GPU '{self.spec.name}': l1_kb_per_sm={self.spec.l1_kb_per_sm} holds no tile"
             )
         # AttAcc's metric for every tile in its loop order; the first least wins. The tiles
         # within _METRIC_SLACK of the least are re-ranked with the scalar formula (x ** 2).
         ints = _int_dtype(m, kk, n, db, s_)
-        tm, tn = tiles[:, 0].astype(ints), tiles[:, 1].astype(ints)
+        tm, tn = tm0.astype(ints, copy=False), tn0.astype(ints, copy=False)
         mb, nb = -(-m // tm), -(-n // tn)
         tb = mb * nb
         traffic = (nb * m * kk + mb * n * kk + m * n) * db  # _tile_traffic x db
@@ -580,19 +609,14 @@ class GPUAttAccModel(GPUModel):
         l1_bytes = float(_tile_traffic(m, kk, n, REG_TILE, REG_TILE) * db)
         return FCPlan(tile, tile, l1_bytes, 3.0 * m * n * kk)
 
-    def _attacc_tiles(self, m: int, n: int, db: int) -> np.ndarray:
+    def _attacc_tiles(self, m: int, n: int, db: int) -> tuple[np.ndarray, np.ndarray]:
         """AttAcc's L1 tiles ``(min(a, m), min(b, n))`` that fit, in its loop order (cached)."""
         key = (min(m, TILE_SIZES[-1]), min(n, TILE_SIZES[-1]), db)
         tiles = self._attacc_tile_lists.get(key)
         if tiles is None:
-            mc, nc, _ = key
-            l1_cap = self.spec.l1_kb_per_sm * 1024
-            pairs = [
-                (tm, tn)
-                for tm, tn in ((min(a, mc), min(b, nc)) for a in TILE_SIZES for b in TILE_SIZES)
-                if (tm + tn) * L1_TILE_K * db + tm * tn * db <= l1_cap
-            ]
-            tiles = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+            a, b = _clamped_tiles(key[0], key[1])
+            fits = (a + b) * L1_TILE_K * db + a * b * db <= self.spec.l1_kb_per_sm * 1024
+            tiles = (a[fits], b[fits])
             self._attacc_tile_lists[key] = tiles
         return tiles
 
