@@ -228,3 +228,13 @@ def test_moe_experts_are_placed_separately():
     targets = dict(part.placements)
     assert targets["expert0"] == "gpu" and targets["expert7"] == "fc_pim"
     assert 0 < part.gpu_flops < part.flops
+
+
+def test_draft_model_cost_is_charged_on_the_gpu_as_other():
+    base = simulate("papi", "llama-65b", "dolly-creative", n_requests=16, tlp=4, seed=1)
+    d = simulate("papi", "llama-65b", "dolly-creative", n_requests=16, tlp=4, seed=1,
+                 draft_model="llama3-8b")
+    assert base.time_breakdown_s["other"] == 0 and d.time_breakdown_s["other"] > 0
+    assert d.output_tokens == base.output_tokens  # same seed, same acceptance draws
+    extra = d.simulated_time_s - base.simulated_time_s
+    assert extra == pytest.approx(d.time_breakdown_s["other"], rel=1e-9)

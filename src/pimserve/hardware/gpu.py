@@ -361,16 +361,20 @@ class GPUModel(CostModel):
     def fc_plan(self, k: FCKernel) -> FCPlan:
         """The tilings the model considers for ``k`` and the ones it uses (see :class:`FCPlan`).
 
-        Every candidate tile is priced at once with numpy; the few tiles whose order depends on
-        AttAcc's metric (ties in time, near-ties in the metric) are re-ranked with the scalar
-        formulas of :class:`TileCost`, so the choice is the one a loop over the tiles makes.
+        All candidate tiles are priced at once with numpy. A tile's off-chip bytes lie between
+        those of one L2 tile holding everything (``[n k + m k + m n] db``, exactly its bytes when
+        such a tile fits) and those of the L2 tiling ``Lm = m``; the L2 search
+        (:meth:`_offchip_tiles`) runs only for tiles whose time these bounds leave open and that
+        could still be within :data:`NEAR_OPTIMAL` of the fastest. Ties in time and near-ties
+        in AttAcc's metric are re-ranked with the scalar formulas of :class:`TileCost`, so the
+        tiles chosen are those a loop over the tiles in order chooses.
         """
         m, kk, n, db = k.m, k.k, k.n, k.dtype_bytes
         if min(m, kk, n) <= 0:
             raise ConfigurationError(f"FC kernel '{k.name}': fc_plan needs m, k, n > 0")
         s_ = self.spec.n_sms
+        bw = self.bytes_per_s
         ts = self._tile_set(m, n, db)
-        offchip, l2_tm, l2_tn = self._offchip_tiles(m, kk, n, db, ts)
         ints = _int_dtype(m, kk, n, db, s_)
         tm, tn = ts.tm.astype(ints, copy=False), ts.tn.astype(ints, copy=False)
         mb, nb = -(-m // tm), -(-n // tn)
@@ -378,31 +382,56 @@ class GPUModel(CostModel):
         waves = -(-tb // s_)
         rate = self.flops_per_s * self._rate_factor(db)
         compute = _f64(waves * s_ * 2.0 * tm * tn * kk / rate)
-        stream = np.maximum(-(-nb // s_) * s_ * tn, -(-mb // s_) * s_ * tm) * kk * db
-        memory = np.maximum(offchip, _f64(stream)) / self.bytes_per_s
-        time = np.maximum(compute, memory)
+        stream = _f64(np.maximum(-(-nb // s_) * s_ * tn, -(-mb // s_) * s_ * tm) * kk * db)
         l2_bytes = _f64((nb * m * kk + mb * n * kk + m * n) * db)  # _tile_traffic x db
+        least = (1.0 * n * kk + 1.0 * m * kk + float(m) * n) * db  # off-chip bytes, lower bound
+        known: dict[int, tuple[float, int, int]] = {}  # exact off-chip bytes, L2 tm, L2 tn
+        whole = self._output_fits_l2(m, kk, n, db)
+        time = np.maximum(compute, np.maximum(least, stream) / bw)  # exact if whole, else a bound
+        if not whole:
+            most = self._offchip_lm_m(m, kk, n, db, ts)  # off-chip bytes, upper bound
+            upper = np.maximum(compute, np.maximum(most, stream) / bw)
+            todo = np.flatnonzero((time < upper) & (time <= upper.min() * (1.0 + NEAR_OPTIMAL)))
+            if len(todo):
+                off, l2_tm, l2_tn = self._offchip_tiles(
+                    m, kk, n, db, _TileSet.of(ts.tm[todo], ts.tn[todo])
+                )
+                time[todo] = np.maximum(compute[todo], np.maximum(off, stream[todo]) / bw)
+                exact = zip(off.tolist(), l2_tm.tolist(), l2_tn.tolist(), strict=True)
+                known.update(zip(todo.tolist(), exact, strict=True))
+            # tiles left are exact (time == upper) or slower than any near-optimal tile
 
-        def tile(i: int) -> TileCost:
-            return TileCost(
-                int(tm[i]), int(tn[i]), int(l2_tm[i]), int(l2_tn[i]), int(tb[i]), int(waves[i]),
-                float(compute[i]), float(memory[i]), float(offchip[i]), float(l2_bytes[i]),
-            )  # fmt: skip
+        def metric(i: int) -> float:  # TileCost.attacc_metric
+            return float(l2_bytes[i]) / (int(tb[i]) / (int(waves[i]) * s_)) ** 2
 
         # fastest: least time, ties broken by AttAcc's metric, then by tile order
-        ties = np.flatnonzero(time == time.min())
-        fastest = tile(int(ties[0]))
-        if len(ties) > 1:
-            fastest = min((tile(int(i)) for i in ties), key=lambda c: c.attacc_metric(s_))
+        t_min = float(time.min())
+        ties = np.flatnonzero(time == t_min).tolist()
+        fast = min(ties, key=metric) if len(ties) > 1 else ties[0]
         # charged: least AttAcc metric within NEAR_OPTIMAL of the fastest, then least time
-        near = np.flatnonzero(time <= fastest.time_s * (1.0 + NEAR_OPTIMAL))
-        metric = l2_bytes[near] / np.square(_f64(tb[near] / (waves[near] * s_)))
-        close = near[metric <= metric.min() * (1.0 + _METRIC_SLACK)]
-        charged = min(
-            (tile(int(i)) for i in close), key=lambda c: (c.attacc_metric(s_), c.time_s)
-        )
+        near = np.flatnonzero(time <= t_min * (1.0 + NEAR_OPTIMAL))
+        approx = l2_bytes[near] / np.square(_f64(tb[near] / (waves[near] * s_)))
+        close = near[approx <= approx.min() * (1.0 + _METRIC_SLACK)].tolist()
+        charged = min(close, key=lambda i: (metric(i), time[i])) if len(close) > 1 else close[0]
+
+        def tile(i: int) -> TileCost:
+            if i in known:
+                off, l2_tm, l2_tn = known[i]
+            elif whole:
+                off, l2_tm, l2_tn = least, m, n
+            else:
+                off, l2_tm, l2_tn = self._offchip(m, kk, n, db, int(ts.tm[i]), int(ts.tn[i]))
+            memory_s = max(off, float(stream[i])) / bw
+            return TileCost(
+                int(tm[i]), int(tn[i]), l2_tm, l2_tn, int(tb[i]), int(waves[i]),
+                float(compute[i]), memory_s, off, float(l2_bytes[i]),
+            )  # fmt: skip
+
+        fastest = tile(fast)
         l1_bytes = float(_tile_traffic(m, kk, n, REG_TILE, REG_TILE) * db)
-        return FCPlan(fastest, charged, l1_bytes, 3.0 * m * n * kk)
+        return FCPlan(
+            fastest, fastest if charged == fast else tile(charged), l1_bytes, 3.0 * m * n * kk
+        )
 
     def _tile_set(self, m: int, n: int, db: int) -> _TileSet:
         """The L1 tiles ``(min(a, m), min(b, n))`` that fit ``l1_kb_per_sm``, ascending (cached)."""
@@ -423,35 +452,76 @@ class GPUModel(CostModel):
             self._tile_sets[key] = ts
         return ts
 
+    def _output_fits_l2(self, m: int, k: int, n: int, db: int) -> bool:
+        """Whether one L2 tile holds the whole ``m x n`` output (``Lm = m``, ``Ln = n``) and
+        every byte count is an exact integer in float64; then that tiling moves the least
+        off-chip bytes, ``[n k + m k + m n] db``, for every L1 tile, and no other ties it."""
+        if (2 * m * n * k + m * n) * db >= 2**53:
+            return False
+        tk2 = k / L2_TILE_K_DIVISOR
+        return float(n) <= (self.spec.l2_mb * 1024 * 1024 / db - m * tk2) / (tk2 + m)
+
     def _offchip(self, m: int, k: int, n: int, db: int, tm: int, tn: int) -> tuple[float, int, int]:
-        """Least off-chip bytes over AttAcc's L2 tilings of an L1 tile (bytes, L2 tm, L2 tn)."""
-        off, l2_tm, l2_tn = self._offchip_tiles(m, k, n, db, _TileSet.single(tm, tn))
-        return float(off[0]), int(l2_tm[0]), int(l2_tn[0])
+        """Least off-chip bytes over AttAcc's L2 tilings of an L1 tile (bytes, L2 tm, L2 tn).
+
+        AttAcc's L2 tilings are ``Lm`` in ``tm, 2 tm, ..., m``, each with the widest ``Ln``
+        that fits; the least bytes win, the smallest ``Lm`` on ties. The widest ``Ln`` never
+        grows with ``Lm`` and the bytes never shrink as ``ceil(m/Lm)`` or ``ceil(n/Ln)`` grow,
+        so of the ``Lm`` that share ``ceil(m/Lm)`` the smallest wins: only those are priced
+        (``Lm = j tm`` for ``j <= sqrt(m/tm)`` and ``ceil(m / (q tm)) tm`` for
+        ``q <= sqrt(m/tm)`` cover them all).
+        """
+        if self._output_fits_l2(m, k, n, db):
+            return (1.0 * n * k + 1.0 * m * k + float(m) * n) * db, m, n
+        cap = self.spec.l2_mb * 1024 * 1024 / db  # L2 capacity in elements
+        tk2 = k / L2_TILE_K_DIVISOR
+        jt = np.arange(1, math.isqrt(m // tm) + 2, dtype=np.int64) * tm
+        lm = np.unique(np.minimum(np.concatenate((jt, -(-m // jt) * tm)), m))
+        bound = (cap - lm * tk2) / (tk2 + lm)  # widest Ln that fits, for each Lm
+        ln = np.where(n <= bound, n, np.floor(np.maximum(bound, 0.0) / tn) * tn).astype(np.int64)
+        ln = np.where(lm == tm, np.maximum(ln, tn), ln)  # AttAcc always allows the L1 tile itself
+        ok = ln >= tn
+        ln_safe = np.where(ok, ln, 1)
+        traffic = (
+            (-(-m // lm)).astype(np.float64) * n * k
+            + (-(-n // ln_safe)).astype(np.float64) * m * k
+            + float(m) * n
+        ) * db
+        traffic = np.where(ok, traffic, np.inf)
+        i = int(np.argmin(traffic))
+        return float(traffic[i]), int(lm[i]), int(ln[i])
+
+    def _offchip_lm_m(self, m: int, k: int, n: int, db: int, ts: _TileSet) -> np.ndarray:
+        """Off-chip bytes of every tile of ``ts`` at the L2 tiling ``Lm = m`` (inf where no
+        ``Ln`` fits): one of the tilings :meth:`_offchip` searches, so an upper bound."""
+        cap = self.spec.l2_mb * 1024 * 1024 / db
+        tk2 = k / L2_TILE_K_DIVISOR
+        bound = (cap - m * tk2) / (tk2 + m)
+        tn = ts.tn
+        if float(n) <= bound:
+            ln = np.full(len(tn), n, dtype=np.int64)
+        else:
+            ln = (np.floor(max(bound, 0.0) / tn) * tn).astype(np.int64)
+        ln = np.where(ts.tm == m, np.maximum(ln, tn), ln)
+        ok = ln >= tn
+        traffic = (
+            1.0 * n * k + (-(-n // np.where(ok, ln, 1))).astype(np.float64) * m * k + float(m) * n
+        ) * db
+        return np.where(ok, traffic, np.inf)
 
     def _offchip_tiles(
         self, m: int, k: int, n: int, db: int, ts: _TileSet
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_offchip` of every tile of ``ts`` at once (arrays of bytes, L2 tm, L2 tn).
 
-        For an L1 tile ``(tm, tn)`` AttAcc's L2 tilings are ``Lm`` in ``tm, 2 tm, ..., m``, each
-        with the widest ``Ln`` that fits; the least bytes win, the smallest ``Lm`` on ties. The
-        widest ``Ln`` never grows with ``Lm``, and the bytes never shrink as ``ceil(m/Lm)`` or
-        ``ceil(n/Ln)`` grow, so only some ``Lm`` can win and only those are priced:
-
-        - of the ``Lm`` that share ``ceil(m / Lm)``, the smallest (``Lm = j tm`` for
-          ``j <= sqrt(m/tm)`` and ``ceil(m / (q tm)) tm`` for ``q <= sqrt(m/tm)`` cover them all);
-        - ``Lm`` whose ``Ln`` is below the narrowest ``tn`` even before rounding are skipped;
-        - when every byte count is an exact integer in float64 (all real shapes), ties between
-          different ``ceil`` pairs cannot happen: of the ``Lm`` whose ``Ln`` is all of ``n``
-          only the largest can win, and if ``Lm = m`` is one of them it wins for every tile.
+        The same candidate ``Lm`` per distinct ``tm`` (rows), less those that cannot win:
+        ``Lm`` whose ``Ln`` is below the narrowest ``tn`` even before rounding, and, when every
+        byte count is an exact integer in float64 (all real shapes; no ties between different
+        ``ceil`` pairs then), all but the largest of the ``Lm`` whose ``Ln`` is all of ``n``.
         """
         cap = self.spec.l2_mb * 1024 * 1024 / db  # L2 capacity in elements
         tk2 = k / L2_TILE_K_DIVISOR
         exact = (2 * m * n * k + m * n) * db < 2**53
-        if exact and n <= (cap - m * tk2) / (tk2 + m):  # one L2 tile holds the whole output
-            t = len(ts.tm)
-            off = (1.0 * n * k + 1.0 * m * k + float(m) * n) * db
-            return np.full(t, off), np.full(t, m, dtype=np.int64), np.full(t, n, dtype=np.int64)
         # candidate Lm for each distinct tm (rows), ascending
         tms = ts.tms[:, None]
         jt = np.arange(1, math.isqrt(m // int(ts.tms[0])) + 2, dtype=np.int64) * tms
