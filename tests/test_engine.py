@@ -23,6 +23,18 @@ def reqs(prompts, outputs, arrivals=None) -> Requests:
     )
 
 
+def tiny_system(tmp_path):
+    """6 A100s for FC and a single 16 GiB AttAcc stack for the KV cache."""
+    p = tmp_path / "tiny.yaml"
+    p.write_text(
+        "name: tiny\ngroups:\n"
+        "  - {role: gpu, device: a100-hbm3, count: 6, holds: [weights]}\n"
+        "  - {role: attn, device: hbm3-attacc-1p1b, count: 1, link: pcie5, holds: [kv]}\n"
+        "tensor_parallel: 6\npolicies: {fc_placement: static-gpu}\n"
+    )
+    return p
+
+
 def conserved(r, total_output: int) -> None:
     assert (r.requests_completed + r.requests_rejected + r.requests_running
             + r.requests_waiting) == r.requests_total
@@ -92,13 +104,7 @@ def test_same_seed_same_result_different_seed_differs():
 def test_continuous_batching_preempts_when_kv_runs_out(tmp_path):
     # one AttAcc stack (16 GiB) holds 6,872 LLaMA-65B tokens (2.5 MiB each): 8 requests of
     # 1,000 + 900 tokens cannot all stay; preemption (recompute) must happen and be counted
-    sys_yaml = tmp_path / "tiny.yaml"
-    sys_yaml.write_text(
-        "name: tiny\ngroups:\n"
-        "  - {role: gpu, device: a100-hbm3, count: 6, holds: [weights]}\n"
-        "  - {role: attn, device: hbm3-attacc-1p1b, count: 1, link: pcie5, holds: [kv]}\n"
-        "tensor_parallel: 6\npolicies: {fc_placement: static-gpu}\n"
-    )
+    sys_yaml = tiny_system(tmp_path)
     r = simulate(str(sys_yaml), "llama-65b", reqs([1000] * 8, [900] * 8, np.arange(8) * 0.01),
                  batching="continuous", batch=8)
     assert r.preemptions > 0
@@ -107,13 +113,7 @@ def test_continuous_batching_preempts_when_kv_runs_out(tmp_path):
 
 
 def test_request_that_can_never_fit_is_rejected_and_reported(tmp_path):
-    sys_yaml = tmp_path / "tiny.yaml"
-    sys_yaml.write_text(
-        "name: tiny\ngroups:\n"
-        "  - {role: gpu, device: a100-hbm3, count: 6, holds: [weights]}\n"
-        "  - {role: attn, device: hbm3-attacc-1p1b, count: 1, link: pcie5, holds: [kv]}\n"
-        "tensor_parallel: 6\npolicies: {fc_placement: static-gpu}\n"
-    )
+    sys_yaml = tiny_system(tmp_path)
     # qwen2.5-32b: 64 layers x 8 KV heads x 128 x 2 (K, V) x 2 B = 256 KiB per token, so one
     # 16 GiB stack holds 65,536 tokens: the third request (70,010 tokens) can never fit, though
     # it is within the model's 131,072-token context

@@ -35,6 +35,19 @@ def _random_shapes(seed: int, size: int) -> list[tuple[int, int, int]]:
 
 
 SHAPES = _random_shapes(2024, 500)
+
+
+def _large_shapes(seed: int, size: int) -> list[tuple[int, int, int]]:
+    """Prefill-sized products whose output does not fit the L2 (the L2 tiling search runs),
+    half with short k (off-chip bytes, not FLOPs, decide the time)."""
+    rng = np.random.default_rng(seed)
+    m = _log_uniform(rng, 256, 16384, size)
+    k = np.where(np.arange(size) % 2 == 0, _log_uniform(rng, 16, 1024, size), 8192)
+    n = _log_uniform(rng, 1024, 65536, size)
+    return list(zip(m.tolist(), k.tolist(), n.tolist(), strict=True))
+
+
+LARGE_SHAPES = _large_shapes(11, 80)
 # edges: tiny and ragged shapes, tile-size boundaries, GEMV/GEMM extremes, L2 barely (not) fitting
 EDGE_SHAPES = [
     (1, 1, 1), (1, 7, 3), (7, 3, 5), (8, 8, 8), (9, 64, 9), (511, 64, 513), (512, 64, 512),
@@ -70,6 +83,13 @@ def test_vectorised_search_equals_the_per_tile_loop(device: str, which: str):
 
 
 @pytest.mark.parametrize("which", sorted(MODELS))
+def test_large_shapes_search_the_l2_tilings_alike(which: str):
+    new, ref = _pairs("a100-hbm3", which)
+    for shape in LARGE_SHAPES:
+        _assert_same(new, ref, shape)
+
+
+@pytest.mark.parametrize("which", sorted(MODELS))
 @pytest.mark.parametrize("device", DEVICES)
 def test_edge_shapes_and_other_element_sizes(device: str, which: str):
     new, ref = _pairs(device, which)
@@ -86,7 +106,7 @@ def test_python_integer_path_equals_the_int64_path(which: str, monkeypatch: pyte
     """Shapes too large for int64 arithmetic take object arrays of Python ints; force that path."""
     new, ref = _pairs("a100-hbm3", which)
     monkeypatch.setattr(gpu_module, "_int_dtype", lambda *_: object)
-    for shape in [*EDGE_SHAPES[:12], *SHAPES[:40]]:
+    for shape in [*EDGE_SHAPES[:12], *SHAPES[:30], *LARGE_SHAPES[:10]]:
         _assert_same(new, ref, shape)
 
 
@@ -95,5 +115,5 @@ def test_small_l1_and_l2_still_agree():
     spec = load_device("a100-hbm3").model_copy(update={"l1_kb_per_sm": 20, "l2_mb": 1})
     for new_cls, ref_cls in MODELS.values():
         new, ref = new_cls(spec), ref_cls(spec)
-        for shape in [*EDGE_SHAPES, *SHAPES[:60]]:
+        for shape in [*EDGE_SHAPES, *SHAPES[:60], *LARGE_SHAPES[:10]]:
             _assert_same(new, ref, shape)

@@ -237,17 +237,20 @@ class Simulator:
 
             # ---- this iteration's work
             tlp = self.speculation.tlp()
-            in_pre = pre_done[running] < pre_target[running]
-            pre = running[in_pre]
-            dec = running[~in_pre]
-            chunks = pre_target[pre] - pre_done[pre]
-            if cfg.prefill_chunk is not None:
-                chunks = np.minimum(chunks, cfg.prefill_chunk)
+
+            def split(running: np.ndarray, tlp: int = tlp) -> tuple[np.ndarray, ...]:
+                """(prefilling, decoding, prefill chunk sizes, KV blocks the step needs)."""
+                in_pre = pre_done[running] < pre_target[running]
+                pre, dec = running[in_pre], running[~in_pre]
+                chunks = pre_target[pre] - pre_done[pre]
+                if cfg.prefill_chunk is not None:
+                    chunks = np.minimum(chunks, cfg.prefill_chunk)
+                need = self._blocks(kv[dec] + tlp).sum() + self._blocks(kv[pre] + chunks).sum()
+                return pre, dec, chunks, int(need)
+
+            pre, dec, chunks, need = split(running)
             if not static and dec.size:
                 # continuous batching: preempt (recompute) the newest requests until KV fits
-                need = int(self._blocks(kv[running] + np.where(in_pre, 0, tlp)).sum()) + int(
-                    self._blocks(chunks).sum()
-                )
                 while need > self.kv_blocks_total and running.size > 1:
                     victim = int(running[-1])
                     running = running[:-1]
@@ -257,14 +260,7 @@ class Simulator:
                     pre_target[victim] = prompt[victim] + gen[victim]
                     queue.appendleft(victim)
                     preemptions += 1
-                    in_pre = pre_done[running] < pre_target[running]
-                    pre, dec = running[in_pre], running[~in_pre]
-                    chunks = pre_target[pre] - pre_done[pre]
-                    if cfg.prefill_chunk is not None:
-                        chunks = np.minimum(chunks, cfg.prefill_chunk)
-                    need = int(self._blocks(kv[running] + np.where(in_pre, 0, tlp)).sum()) + int(
-                        self._blocks(chunks).sum()
-                    )
+                    pre, dec, chunks, need = split(running)
             m_tok = dec.size * tlp + int(chunks.sum())
             cost = self.pricer.step(
                 kv[dec] + tlp, tlp, chunks, pre_done[pre] + chunks, self._route(m_tok)

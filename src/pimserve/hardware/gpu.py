@@ -126,6 +126,8 @@ def _tile_traffic(m: int, k: int, n: int, tm: int, tn: int) -> int:
 #: the vectorised metric (``x * x``) may differ from ``x ** 2`` in the last bit: tiles within
 #: this fraction of the least are re-ranked with the scalar formula
 _METRIC_SLACK = 1e-12
+#: above this many tiles the L2 search first cuts the L2 tilings that cannot win
+_FEW_TILES = 4
 
 
 def _int_dtype(m: int, k: int, n: int, db: int, n_sms: int) -> type:
@@ -414,13 +416,17 @@ class GPUModel(CostModel):
         close = near[approx <= approx.min() * (1.0 + _METRIC_SLACK)].tolist()
         charged = min(close, key=lambda i: (metric(i), time[i])) if len(close) > 1 else close[0]
 
+        if whole:
+            known = dict.fromkeys((fast, charged), (least, m, n))
+        elif missing := sorted({fast, charged} - known.keys()):
+            off, l2_tm, l2_tn = self._offchip_tiles(
+                m, kk, n, db, _TileSet.of(ts.tm[missing], ts.tn[missing])
+            )
+            exact = zip(off.tolist(), l2_tm.tolist(), l2_tn.tolist(), strict=True)
+            known.update(zip(missing, exact, strict=True))
+
         def tile(i: int) -> TileCost:
-            if i in known:
-                off, l2_tm, l2_tn = known[i]
-            elif whole:
-                off, l2_tm, l2_tn = least, m, n
-            else:
-                off, l2_tm, l2_tn = self._offchip(m, kk, n, db, int(ts.tm[i]), int(ts.tn[i]))
+            off, l2_tm, l2_tn = known[i]
             memory_s = max(off, float(stream[i])) / bw
             return TileCost(
                 int(tm[i]), int(tn[i]), l2_tm, l2_tn, int(tb[i]), int(waves[i]),
@@ -462,34 +468,11 @@ class GPUModel(CostModel):
         return float(n) <= (self.spec.l2_mb * 1024 * 1024 / db - m * tk2) / (tk2 + m)
 
     def _offchip(self, m: int, k: int, n: int, db: int, tm: int, tn: int) -> tuple[float, int, int]:
-        """Least off-chip bytes over AttAcc's L2 tilings of an L1 tile (bytes, L2 tm, L2 tn).
-
-        AttAcc's L2 tilings are ``Lm`` in ``tm, 2 tm, ..., m``, each with the widest ``Ln``
-        that fits; the least bytes win, the smallest ``Lm`` on ties. The widest ``Ln`` never
-        grows with ``Lm`` and the bytes never shrink as ``ceil(m/Lm)`` or ``ceil(n/Ln)`` grow,
-        so of the ``Lm`` that share ``ceil(m/Lm)`` the smallest wins: only those are priced
-        (``Lm = j tm`` for ``j <= sqrt(m/tm)`` and ``ceil(m / (q tm)) tm`` for
-        ``q <= sqrt(m/tm)`` cover them all).
-        """
+        """Least off-chip bytes over AttAcc's L2 tilings of an L1 tile (bytes, L2 tm, L2 tn)."""
         if self._output_fits_l2(m, k, n, db):
             return (1.0 * n * k + 1.0 * m * k + float(m) * n) * db, m, n
-        cap = self.spec.l2_mb * 1024 * 1024 / db  # L2 capacity in elements
-        tk2 = k / L2_TILE_K_DIVISOR
-        jt = np.arange(1, math.isqrt(m // tm) + 2, dtype=np.int64) * tm
-        lm = np.unique(np.minimum(np.concatenate((jt, -(-m // jt) * tm)), m))
-        bound = (cap - lm * tk2) / (tk2 + lm)  # widest Ln that fits, for each Lm
-        ln = np.where(n <= bound, n, np.floor(np.maximum(bound, 0.0) / tn) * tn).astype(np.int64)
-        ln = np.where(lm == tm, np.maximum(ln, tn), ln)  # AttAcc always allows the L1 tile itself
-        ok = ln >= tn
-        ln_safe = np.where(ok, ln, 1)
-        traffic = (
-            (-(-m // lm)).astype(np.float64) * n * k
-            + (-(-n // ln_safe)).astype(np.float64) * m * k
-            + float(m) * n
-        ) * db
-        traffic = np.where(ok, traffic, np.inf)
-        i = int(np.argmin(traffic))
-        return float(traffic[i]), int(lm[i]), int(ln[i])
+        off, l2_tm, l2_tn = self._offchip_tiles(m, k, n, db, _TileSet.single(tm, tn))
+        return float(off[0]), int(l2_tm[0]), int(l2_tn[0])
 
     def _offchip_lm_m(self, m: int, k: int, n: int, db: int, ts: _TileSet) -> np.ndarray:
         """Off-chip bytes of every tile of ``ts`` at the L2 tiling ``Lm = m`` (inf where no
@@ -514,15 +497,20 @@ class GPUModel(CostModel):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_offchip` of every tile of ``ts`` at once (arrays of bytes, L2 tm, L2 tn).
 
-        The same candidate ``Lm`` per distinct ``tm`` (rows), less those that cannot win:
-        ``Lm`` whose ``Ln`` is below the narrowest ``tn`` even before rounding, and, when every
-        byte count is an exact integer in float64 (all real shapes; no ties between different
-        ``ceil`` pairs then), all but the largest of the ``Lm`` whose ``Ln`` is all of ``n``.
+        AttAcc's L2 tilings are ``Lm`` in ``tm, 2 tm, ..., m``, each with the widest ``Ln``
+        that fits; the least bytes win, the smallest ``Lm`` on ties. The widest ``Ln`` never
+        grows with ``Lm`` and the bytes never shrink as ``ceil(m/Lm)`` or ``ceil(n/Ln)`` grow,
+        so of the ``Lm`` that share ``ceil(m/Lm)`` the smallest wins and only a superset of
+        those is priced: ``Lm = j tm`` for ``j <= sqrt(m/tm)`` and ``ceil(m / (q tm)) tm`` for
+        ``q <= sqrt(m/tm)``, one ascending row per distinct ``tm``. For many tiles the rows are
+        cut to the ``Lm`` that can win before they are spread over the tiles: the first of each
+        ``ceil(m/Lm)`` run, not those whose ``Ln`` is below the narrowest ``tn`` even before
+        rounding and, when every byte count is an exact integer in float64 (all real shapes;
+        no ties between different ``ceil`` pairs then), of the ``Lm`` whose ``Ln`` is all of
+        ``n`` only the largest.
         """
         cap = self.spec.l2_mb * 1024 * 1024 / db  # L2 capacity in elements
         tk2 = k / L2_TILE_K_DIVISOR
-        exact = (2 * m * n * k + m * n) * db < 2**53
-        # candidate Lm for each distinct tm (rows), ascending
         tms = ts.tms[:, None]
         jt = np.arange(1, math.isqrt(m // int(ts.tms[0])) + 2, dtype=np.int64) * tms
         lm = np.minimum(np.concatenate((jt, -(-m // jt) * tms), axis=1), m)
@@ -531,25 +519,28 @@ class GPUModel(CostModel):
         bound = (cap - lm * tk2) / (tk2 + lm)  # widest Ln that fits, for each Lm
         n_fits = n <= bound
         room = np.maximum(bound, 0.0)
-        keep = np.ones(lm.shape, dtype=bool)  # first of each ceil(m/Lm) run ...
-        keep[:, 1:] = q[:, 1:] != q[:, :-1]
-        keep[:, 1:] &= n_fits[:, 1:] | (np.floor(room[:, 1:] / ts.tn_min) >= 1)  # ... Ln >= tn
-        if exact:  # of the Lm with Ln = n only the last
-            whole = n_fits & keep
-            last = lm.shape[1] - 1 - np.argmax(whole[:, ::-1], axis=1)
-            keep &= ~whole | (np.arange(lm.shape[1]) == last[:, None])
-        # the kept Lm of each row first, in order; Lm = tm (AttAcc allows the L1 tile) is first
-        width = int(keep.sum(axis=1).max())
-        at = (np.arange(len(lm))[:, None], np.argsort(~keep, axis=1, kind="stable")[:, :width])
-        lm, q, n_fits, room, keep = lm[at], q[at], n_fits[at], room[at], keep[at]
-        own = keep[:, 0] & (lm[:, 0] == ts.tms)
+        keep = None
+        if len(ts.tm) > _FEW_TILES:
+            keep = np.ones(lm.shape, dtype=bool)  # first of each ceil(m/Lm) run ...
+            keep[:, 1:] = q[:, 1:] != q[:, :-1]
+            keep[:, 1:] &= n_fits[:, 1:] | (np.floor(room[:, 1:] / ts.tn_min) >= 1)  # Ln >= tn
+            if (2 * m * n * k + m * n) * db < 2**53:  # of the Lm with Ln = n only the last
+                whole = n_fits & keep
+                last = lm.shape[1] - 1 - np.argmax(whole[:, ::-1], axis=1)
+                keep &= ~whole | (np.arange(lm.shape[1]) == last[:, None])
+            # the kept Lm of each row first, in order (Lm = tm, first, is kept or loses)
+            width = int(keep.sum(axis=1).max())
+            at = (np.arange(len(lm))[:, None], np.argsort(~keep, axis=1, kind="stable")[:, :width])
+            lm, q, n_fits, room, keep = lm[at], q[at], n_fits[at], room[at], keep[at]
         q_bytes = q.astype(np.float64) * n * k
-        # the original formulas for every tile, on the rows of its tm
+        # the original formulas for every tile, on the row of its tm
         g = ts.group
         tn = ts.tn[:, None]
         ln = np.where(n_fits[g], n, np.floor(room[g] / tn) * tn).astype(np.int64)
+        # AttAcc always allows the L1 tile itself (Lm = tm, the first; a repeat of it loses)
+        own = lm[:, 0] == ts.tms if keep is None else keep[:, 0] & (lm[:, 0] == ts.tms)
         ln[:, 0] = np.where(own[g], np.maximum(ln[:, 0], ts.tn), ln[:, 0])
-        ok = (ln >= tn) & keep[g]
+        ok = ln >= tn if keep is None else (ln >= tn) & keep[g]
         ln_safe = np.where(ok, ln, 1)
         traffic = (
             q_bytes[g] + (-(-n // ln_safe)).astype(np.float64) * m * k + float(m) * n
