@@ -10,6 +10,7 @@ import pytest
 
 import pimserve.hardware.gpu as gpu_module
 from _gpu_reference import ReferenceGPUAttAccModel, ReferenceGPUModel
+from pimserve.errors import ConfigurationError
 from pimserve.hardware.gpu import GPUAttAccModel, GPUModel
 from pimserve.ops.kernels import FCKernel
 from pimserve.specs import load_device
@@ -53,7 +54,7 @@ EDGE_SHAPES = [
     (1, 1, 1), (1, 7, 3), (7, 3, 5), (8, 8, 8), (9, 64, 9), (511, 64, 513), (512, 64, 512),
     (513, 65536, 64), (4096, 65536, 65536), (1, 65536, 65536), (4096, 64, 64), (200, 8192, 4096),
     (8192, 8192, 8192), (16, 8192, 432), (3000, 8192, 3000), (2000, 8192, 6000), (65, 1, 4097),
-    (30000, 8192, 28672), (100_000, 4096, 128),
+    (30000, 8192, 28672), (100_000, 4096, 128), (65536, 262144, 262144),
 ]  # fmt: skip
 
 
@@ -117,3 +118,28 @@ def test_small_l1_and_l2_still_agree():
         new, ref = new_cls(spec), ref_cls(spec)
         for shape in [*EDGE_SHAPES, *SHAPES[:60], *LARGE_SHAPES[:10]]:
             _assert_same(new, ref, shape)
+
+
+def test_huge_l2_with_byte_counts_past_float64_integers():
+    """An L2 holding the output while the byte counts pass 2**53 (no shortcut may assume
+    exact integers)."""
+    spec = load_device("h100").model_copy(update={"l2_mb": 1e6})
+    for new_cls, ref_cls in MODELS.values():
+        new, ref = new_cls(spec), ref_cls(spec)
+        for shape in [(1000, 4_500_000, 1_000_000), (700, 9_000_000, 600_000), (3, 5, 7)]:
+            _assert_same(new, ref, shape)
+
+
+def test_python_integers_past_int64():
+    assert gpu_module._int_dtype(2**40, 2**40, 2**40, 2, 108) is object
+    assert gpu_module._int_dtype(4096, 65536, 65536, 2, 108) is np.int64
+
+
+@pytest.mark.parametrize("which", sorted(MODELS))
+def test_errors_are_kept(which: str):
+    new, _ = _pairs("a100-hbm3", which)
+    with pytest.raises(ConfigurationError, match="fc_plan needs m, k, n > 0"):
+        new.fc_plan(FCKernel("x", 0, 8, 8))
+    tiny = MODELS[which][0](load_device("a100-hbm3").model_copy(update={"l1_kb_per_sm": 1}))
+    with pytest.raises(ConfigurationError, match="holds no"):
+        tiny.fc_plan(FCKernel("x", 64, 64, 64))

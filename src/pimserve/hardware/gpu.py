@@ -49,6 +49,12 @@ library runs). ``compute_s`` and ``memory_s`` are those of the fastest tile, so
 within 0.1 %; for m of about 16 to 1024 this model is up to ~40 % faster, where AttAcc's metric
 picks a tile that leaves SMs idle (``gpu:attacc`` reproduces AttAcc's own numbers).
 
+The search is vectorised with numpy: every tile is priced at once (ties in time, and tiles in
+the 1 % band, ranked by AttAcc's metric with the first in ``(tm, tn)`` order winning), and L2
+tilings and tiles that provably cannot win or cannot change the choice are skipped (see
+``GPUModel.fc_plan`` and ``GPUModel._offchip_tiles``), so the tiles, bytes and times are exactly
+those of pricing every tile and every L2 tiling in turn.
+
 Energy (AttAcc's table, ``GPUEnergy``): off-chip bytes x ``offchip_pj_per_byte``; L2 bytes =
 the traffic between L2 and the SMs at the L1 tile, ``[ceil(n/tn) m k + ceil(m/tm) n k + m n] db``
 x ``l2_pj_per_byte``; L1 bytes = the same formula at AttAcc's 16 x 16 register tile x
@@ -481,10 +487,7 @@ class GPUModel(CostModel):
         tk2 = k / L2_TILE_K_DIVISOR
         bound = (cap - m * tk2) / (tk2 + m)
         tn = ts.tn
-        if float(n) <= bound:
-            ln = np.full(len(tn), n, dtype=np.int64)
-        else:
-            ln = (np.floor(max(bound, 0.0) / tn) * tn).astype(np.int64)
+        ln = np.where(float(n) <= bound, n, np.floor(max(bound, 0.0) / tn) * tn).astype(np.int64)
         ln = np.where(ts.tm == m, np.maximum(ln, tn), ln)
         ok = ln >= tn
         traffic = (
