@@ -145,19 +145,16 @@ def _int_dtype(m: int, k: int, n: int, db: int, n_sms: int) -> type:
     return object
 
 
-_TILE_ARRAY = np.array(TILE_SIZES, dtype=np.int64)
-_CODE = TILE_SIZES[-1] + 1  # (tm, tn) -> tm * _CODE + tn sorts as the pair
+def _tile_grid(m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``min(a, m)`` (column) and ``min(b, n)`` (row) for ``a``, ``b`` in
+    :data:`TILE_SIZES`, ascending: the tiles ``(min(a, m), min(b, n))`` are their pairs."""
+    a = [t for t in TILE_SIZES if t < m] + ([m] if m <= TILE_SIZES[-1] else [])
+    b = [t for t in TILE_SIZES if t < n] + ([n] if n <= TILE_SIZES[-1] else [])
+    return np.array(a, dtype=np.int64)[:, None], np.array(b, dtype=np.int64)[None, :]
 
 
-def _clamped_tiles(m: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(min(a, m), min(b, n))`` for ``a``, ``b`` in :data:`TILE_SIZES`, flat, ``a`` major."""
-    a = np.minimum(_TILE_ARRAY, m)
-    b = np.minimum(_TILE_ARRAY, n)
-    return np.repeat(a, len(b)), np.tile(b, len(a))
-
-
-def _f64(a: Any) -> np.ndarray:
-    return np.asarray(a).astype(np.float64, copy=False)
+def _f64(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float64, copy=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +171,10 @@ class _TileSet:
 
     @classmethod
     def of(cls, tm: np.ndarray, tn: np.ndarray) -> _TileSet:
-        """Tiles ``(tm[i], tn[i])``, sorted by ``tm``."""
-        tms, group = np.unique(tm, return_inverse=True)
-        return cls(tm, tn, tms, group.reshape(-1), int(tn.min()))
+        """Tiles ``(tm[i], tn[i])``, ``tm`` ascending."""
+        first = np.ones(len(tm), dtype=bool)  # (np.unique would import numpy.ma on first use)
+        first[1:] = tm[1:] != tm[:-1]
+        return cls(tm, tn, tm[first], np.cumsum(first) - 1, int(tn.min()))
 
     @classmethod
     def single(cls, tm: int, tn: int) -> _TileSet:
@@ -300,9 +298,8 @@ class GPUModel(CostModel):
         table = load_calibration(spec.calibration_csv) if spec.calibration_csv else {}
         table.update(load_calibration(calibration))
         self.calibration: dict[CalibrationKey, float] = table
-        # candidate L1 tiles, keyed by (min(m, 512), min(n, 512), dtype bytes): they depend on
-        # the shape only through the clamp, so each list is built once per model instance
-        self._tile_sets: dict[tuple[int, int, int], _TileSet] = {}
+        # candidate L1 tiles by (min(m, 512), min(n, 512), dtype bytes), built once per instance
+        self._tile_lists: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._attacc_tile_lists: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # ---------------------------------------------------------------- device rates
@@ -382,27 +379,28 @@ class GPUModel(CostModel):
             raise ConfigurationError(f"FC kernel '{k.name}': fc_plan needs m, k, n > 0")
         s_ = self.spec.n_sms
         bw = self.bytes_per_s
-        ts = self._tile_set(m, n, db)
+        tm0, tn0 = self._tiles(m, n, db)
         ints = _int_dtype(m, kk, n, db, s_)
-        tm, tn = ts.tm.astype(ints, copy=False), ts.tn.astype(ints, copy=False)
+        tm, tn = tm0.astype(ints, copy=False), tn0.astype(ints, copy=False)
         mb, nb = -(-m // tm), -(-n // tn)
         tb = mb * nb
         waves = -(-tb // s_)
         rate = self.flops_per_s * self._rate_factor(db)
         compute = _f64(waves * s_ * 2.0 * tm * tn * kk / rate)
-        stream = _f64(np.maximum(-(-nb // s_) * s_ * tn, -(-mb // s_) * s_ * tm) * kk * db)
-        l2_bytes = _f64((nb * m * kk + mb * n * kk + m * n) * db)  # _tile_traffic x db
+        # integers, exact: max(ceil(nb/S) S tn, ceil(mb/S) S tm) k db and _tile_traffic x db
+        stream = _f64(np.maximum(-(-nb // s_) * tn, -(-mb // s_) * tm) * (s_ * kk * db))
+        l2_bytes = _f64((nb * (m * kk) + mb * (n * kk) + m * n) * db)
         least = (1.0 * n * kk + 1.0 * m * kk + float(m) * n) * db  # off-chip bytes, lower bound
         known: dict[int, tuple[float, int, int]] = {}  # exact off-chip bytes, L2 tm, L2 tn
         whole = self._output_fits_l2(m, kk, n, db)
         time = np.maximum(compute, np.maximum(least, stream) / bw)  # exact if whole, else a bound
         if not whole:
-            most = self._offchip_lm_m(m, kk, n, db, ts)  # off-chip bytes, upper bound
+            most = self._offchip_lm_m(m, kk, n, db, tm0, tn0)  # off-chip bytes, upper bound
             upper = np.maximum(compute, np.maximum(most, stream) / bw)
             todo = np.flatnonzero((time < upper) & (time <= upper.min() * (1.0 + NEAR_OPTIMAL)))
             if len(todo):
                 off, l2_tm, l2_tn = self._offchip_tiles(
-                    m, kk, n, db, _TileSet.of(ts.tm[todo], ts.tn[todo])
+                    m, kk, n, db, _TileSet.of(tm0[todo], tn0[todo])
                 )
                 time[todo] = np.maximum(compute[todo], np.maximum(off, stream[todo]) / bw)
                 exact = zip(off.tolist(), l2_tm.tolist(), l2_tn.tolist(), strict=True)
@@ -417,16 +415,16 @@ class GPUModel(CostModel):
         ties = np.flatnonzero(time == t_min).tolist()
         fast = min(ties, key=metric) if len(ties) > 1 else ties[0]
         # charged: least AttAcc metric within NEAR_OPTIMAL of the fastest, then least time
-        near = np.flatnonzero(time <= t_min * (1.0 + NEAR_OPTIMAL))
-        approx = l2_bytes[near] / np.square(_f64(tb[near] / (waves[near] * s_)))
-        close = near[approx <= approx.min() * (1.0 + _METRIC_SLACK)].tolist()
+        near = time <= t_min * (1.0 + NEAR_OPTIMAL)
+        approx = np.where(near, l2_bytes / np.square(_f64(tb / (waves * s_))), np.inf)
+        close = np.flatnonzero(approx <= approx.min() * (1.0 + _METRIC_SLACK)).tolist()
         charged = min(close, key=lambda i: (metric(i), time[i])) if len(close) > 1 else close[0]
 
         if whole:
             known = dict.fromkeys((fast, charged), (least, m, n))
         elif missing := sorted({fast, charged} - known.keys()):
             off, l2_tm, l2_tn = self._offchip_tiles(
-                m, kk, n, db, _TileSet.of(ts.tm[missing], ts.tn[missing])
+                m, kk, n, db, _TileSet.of(tm0[missing], tn0[missing])
             )
             exact = zip(off.tolist(), l2_tm.tolist(), l2_tn.tolist(), strict=True)
             known.update(zip(missing, exact, strict=True))
@@ -445,13 +443,14 @@ class GPUModel(CostModel):
             fastest, fastest if charged == fast else tile(charged), l1_bytes, 3.0 * m * n * kk
         )
 
-    def _tile_set(self, m: int, n: int, db: int) -> _TileSet:
-        """The L1 tiles ``(min(a, m), min(b, n))`` that fit ``l1_kb_per_sm``, ascending (cached)."""
+    def _tiles(self, m: int, n: int, db: int) -> tuple[np.ndarray, np.ndarray]:
+        """The L1 tiles ``(min(a, m), min(b, n))`` that fit ``l1_kb_per_sm``, each once,
+        ascending as ``(tm, tn)`` (cached: they depend on the shape only through the clamp)."""
         key = (min(m, TILE_SIZES[-1]), min(n, TILE_SIZES[-1]), db)
-        ts = self._tile_sets.get(key)
-        if ts is None:
+        tiles = self._tile_lists.get(key)
+        if tiles is None:
             s = self.spec
-            a, b = _clamped_tiles(key[0], key[1])
+            a, b = _tile_grid(m, n)
             fits = 2 * (a + b) * L1_TILE_K * db + a * b * db <= s.l1_kb_per_sm * 1024
             if not fits.any():
                 raise ConfigurationError(
@@ -459,10 +458,10 @@ class GPUModel(CostModel):
                     f"{TILE_SIZES[0]} tile (needs {(4 * TILE_SIZES[0] * L1_TILE_K + 64) * db} "
                     "bytes)"
                 )
-            code = np.unique(a[fits] * _CODE + b[fits])  # distinct tiles, sorted as (tm, tn)
-            ts = _TileSet.of(code // _CODE, code % _CODE)
-            self._tile_sets[key] = ts
-        return ts
+            rows, cols = np.nonzero(fits)
+            tiles = (a[rows, 0], b[0, cols])
+            self._tile_lists[key] = tiles
+        return tiles
 
     def _output_fits_l2(self, m: int, k: int, n: int, db: int) -> bool:
         """Whether one L2 tile holds the whole ``m x n`` output (``Lm = m``, ``Ln = n``) and
@@ -480,15 +479,16 @@ class GPUModel(CostModel):
         off, l2_tm, l2_tn = self._offchip_tiles(m, k, n, db, _TileSet.single(tm, tn))
         return float(off[0]), int(l2_tm[0]), int(l2_tn[0])
 
-    def _offchip_lm_m(self, m: int, k: int, n: int, db: int, ts: _TileSet) -> np.ndarray:
-        """Off-chip bytes of every tile of ``ts`` at the L2 tiling ``Lm = m`` (inf where no
+    def _offchip_lm_m(
+        self, m: int, k: int, n: int, db: int, tm: np.ndarray, tn: np.ndarray
+    ) -> np.ndarray:
+        """Off-chip bytes of the tiles ``(tm, tn)`` at the L2 tiling ``Lm = m`` (inf where no
         ``Ln`` fits): one of the tilings :meth:`_offchip` searches, so an upper bound."""
         cap = self.spec.l2_mb * 1024 * 1024 / db
         tk2 = k / L2_TILE_K_DIVISOR
         bound = (cap - m * tk2) / (tk2 + m)
-        tn = ts.tn
         ln = np.where(float(n) <= bound, n, np.floor(max(bound, 0.0) / tn) * tn).astype(np.int64)
-        ln = np.where(ts.tm == m, np.maximum(ln, tn), ln)
+        ln = np.where(tm == m, np.maximum(ln, tn), ln)
         ok = ln >= tn
         traffic = (
             1.0 * n * k + (-(-n // np.where(ok, ln, 1))).astype(np.float64) * m * k + float(m) * n
@@ -674,13 +674,15 @@ class GPUAttAccModel(GPUModel):
         return FCPlan(tile, tile, l1_bytes, 3.0 * m * n * kk)
 
     def _attacc_tiles(self, m: int, n: int, db: int) -> tuple[np.ndarray, np.ndarray]:
-        """AttAcc's L1 tiles ``(min(a, m), min(b, n))`` that fit, in its loop order (cached)."""
+        """AttAcc's L1 tiles ``(min(a, m), min(b, n))`` that fit, each once, in its loop order
+        (a repeat comes after the tile's first appearance, so it never wins; cached)."""
         key = (min(m, TILE_SIZES[-1]), min(n, TILE_SIZES[-1]), db)
         tiles = self._attacc_tile_lists.get(key)
         if tiles is None:
-            a, b = _clamped_tiles(key[0], key[1])
+            a, b = _tile_grid(m, n)
             fits = (a + b) * L1_TILE_K * db + a * b * db <= self.spec.l1_kb_per_sm * 1024
-            tiles = (a[fits], b[fits])
+            rows, cols = np.nonzero(fits)
+            tiles = (a[rows, 0], b[0, cols])
             self._attacc_tile_lists[key] = tiles
         return tiles
 
