@@ -39,15 +39,9 @@ from typing import Any
 import numpy as np
 
 from pimserve.hardware.cost import COST_MODELS, Cost, CostModel
+from pimserve.hardware.pim import _PJ, SOFTMAX_OPS_PER_ELEMENT, _arr
 from pimserve.ops.kernels import AttentionKernel, FCKernel
 from pimserve.specs.devices import SSDPIMSpec
-
-SOFTMAX_OPS_PER_ELEMENT = 5.0
-_PJ = 1e-12
-
-
-def _arr(x: Any) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64)
 
 
 @COST_MODELS.register("ssd_pim")
