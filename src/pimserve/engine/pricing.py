@@ -202,10 +202,7 @@ class IterationPricer:
             q = np.full(size, q_tokens, dtype=np.int64)
             t = np.zeros(size)
             e = np.zeros(size)
-            m = self.model
-            for op in ("score", "softmax", "context"):
-                k = AttentionKernel(op, q, np.maximum(ctx, 1), m.n_heads, m.n_kv_heads,
-                                    m.head_dim, 1, m.dtype_bytes)
+            for k in self._attention_kernels(q, np.maximum(ctx, 1)):
                 c = self.attn_group.device.cost(k.split_heads(self._ways))
                 t += np.asarray(c.time_s, dtype=np.float64)
                 e += np.asarray(c.energy_j, dtype=np.float64) * self._ways
@@ -214,24 +211,29 @@ class IterationPricer:
             self._tables[key] = tab
         return tab
 
+    def _attention_kernels(self, q: np.ndarray, context: np.ndarray) -> list[AttentionKernel]:
+        """One layer's score, softmax and context kernels for these requests."""
+        m = self.model
+        return [
+            AttentionKernel(op, q, context, m.n_heads, m.n_kv_heads, m.head_dim, 1, m.dtype_bytes)
+            for op in ("score", "softmax", "context")
+        ]
+
     def decode_attention(self, q_tokens: int, context: np.ndarray) -> tuple[float, float]:
         """One layer's decode attention for requests with ``context`` KV tokens: (s, J)."""
         if context.size == 0:
             return 0.0, 0.0
         t_tab, e_tab = self.attention_table(q_tokens, int(context.max()))
         t = t_tab[context]
-        return max(float(t.sum()) / self._sets, float(t.max())), float(e_tab[context].sum())
+        return GroupModel.balanced_time(t, self._sets), float(e_tab[context].sum())
 
     def prefill_attention(
         self, q: np.ndarray, context: np.ndarray
     ) -> tuple[float, float, GroupModel]:
         """One layer's prefill attention, on the GPUs where there are some: (s, J, group)."""
         g = self.built.gpu or self.attn_group
-        m = self.model
         c = Cost(0.0, 0.0)
-        for op in ("score", "softmax", "context"):
-            k = AttentionKernel(op, q, context, m.n_heads, m.n_kv_heads, m.head_dim, 1,
-                                m.dtype_bytes)
+        for k in self._attention_kernels(q, context):
             c = c + g.attention(k)
         return float(c.time_s), float(c.energy_j), g
 

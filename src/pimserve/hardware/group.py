@@ -69,6 +69,11 @@ class GroupModel:
         ways = max(1, min(self.count, n_kv_heads))
         return ways, max(1, self.count // ways)
 
+    @staticmethod
+    def balanced_time(per_request_s: np.ndarray, sets: int) -> float:
+        """Time of requests balanced over ``sets`` replica sets: max(total / sets, longest)."""
+        return max(float(per_request_s.sum()) / sets, float(per_request_s.max()))
+
     def attention(self, k: AttentionKernel) -> Cost:
         """One attention kernel (all requests) on the group: heads split, requests balanced."""
         if k.n_requests == 0:
@@ -76,7 +81,7 @@ class GroupModel:
         ways, sets = self.attention_sets(k.n_kv_heads)
         per = self.device.cost(k.split_heads(ways))
         t = np.asarray(per.time_s, dtype=np.float64)
-        time_s = float(max(t.sum() / sets, t.max()))
+        time_s = self.balanced_time(t, sets)
         frac = time_s / t.sum() if t.sum() > 0 else 0.0
         return Cost(
             time_s,

@@ -9,7 +9,6 @@ import numpy as np
 from pimserve.hardware.cost import Cost
 from pimserve.hardware.group import GroupModel
 from pimserve.ops import BatchShape, iteration
-from pimserve.ops.kernels import AttentionKernel, FCKernel
 from pimserve.specs.model import ModelSpec
 
 
@@ -96,4 +95,4 @@ def iteration_totals(rows: list[KernelRow]) -> dict[str, dict[str, float]]:
     return out
 
 
-__all__ = ["AttentionKernel", "FCKernel", "KernelRow", "iteration_totals", "kernel_table"]
+__all__ = ["KernelRow", "iteration_totals", "kernel_table"]
