@@ -145,7 +145,7 @@ def systems(fmt: str) -> None:
                 for g in s.groups
             ),
             s.policies.fc_placement,
-            s.policies.kv_placement,
+            s.policies.kv.placement,
         ]
         for s in ss
     ]

@@ -31,6 +31,28 @@ class RunConfig(Spec):
     fc_placement: str | None = Field(None, description="override the system's FC placement")
     alpha: float | None = Field(None, gt=0, description="override PAPI's alpha")
     kv_block_tokens: int = Field(16, gt=0, description="KV block size in tokens (PagedAttention)")
+    kv_placement: str | None = Field(
+        None,
+        description="override the system's KV placement: single-tier | layered | "
+        "layered-sparse | pam | offload",
+    )
+    sparse_ratio: float | None = Field(
+        None, ge=1, description="override the KV compression of sparse reads (1 = dense)"
+    )
+    kv_x: float | None = Field(None, gt=0, description="override PAM's HBM:SSD importance x")
+    kv_y: float | None = Field(None, gt=0, description="override PAM's DDR:SSD importance y")
+    kv_mapping: Literal["greedy", "round-robin"] | None = Field(
+        None, description="override the intra-device bank-group mapping"
+    )
+    pamattention: bool | None = Field(
+        None, description="override PAMattention's two-stage reduction (ablation)"
+    )
+    kv_scheduling: bool | None = Field(
+        None, description="override PAM's online inter-tier KV scheduling (ablation)"
+    )
+    migration: Literal["interface", "cpu"] | None = Field(
+        None, description="override the KV migration path"
+    )
     long_context: Literal["reject", "truncate"] = Field(
         "reject",
         description="requests longer than the model's context: reject (counted) or truncate "

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pimserve.engine.kv import KVStep
 from pimserve.engine.system import BuiltSystem
 from pimserve.errors import ConfigurationError
 from pimserve.hardware.cost import Cost
@@ -245,9 +246,16 @@ class IterationPricer:
         pre_q: np.ndarray,
         pre_context: np.ndarray,
         expert_tokens: tuple[int, ...] | None = None,
+        kv_step: KVStep | None = None,
+        kv_write_s: float = 0.0,
     ) -> StepCost:
         """Price one iteration: decode requests (``tlp`` tokens each, attending
-        ``dec_context``) and prefill chunks (``pre_q`` tokens attending ``pre_context``)."""
+        ``dec_context``) and prefill chunks (``pre_q`` tokens attending ``pre_context``).
+
+        Systems with KV tiers price decode attention in their :class:`KVHierarchy` and pass
+        its result as ``kv_step`` (all layers), with ``kv_write_s`` for new KV written to the
+        lower tiers; migrations overlap the iteration (the step takes the longer of the two).
+        """
         n_dec = int(dec_context.size)
         m_dec = n_dec * tlp
         m_pre = int(pre_q.sum()) if pre_q.size else 0
@@ -259,7 +267,10 @@ class IterationPricer:
         prefill = m_pre > 0
         fc = self.fc_layer(m_tok, prefill, expert_tokens)
         head = self.lm_head(m_dec + int(pre_q.size), prefill)
-        attn_s, attn_j = self.decode_attention(tlp, dec_context)
+        if kv_step is None:
+            attn_s, attn_j = self.decode_attention(tlp, dec_context)
+        else:
+            attn_s, attn_j = kv_step.attention_s / L, kv_step.attention_j / L
         comm_s = fc.comm_s
         comm_j = 0.0
         link_group = self.attn_group
@@ -283,8 +294,15 @@ class IterationPricer:
         sc.attention_s = L * attn_s
         sc.communication_s = L * comm_s + head.comm_s
         sc.other_s = other_s
+        if kv_step is not None:
+            sc.communication_s += kv_step.communication_s + kv_write_s
         sc.time_s = sc.fc_gpu_s + sc.fc_pim_s + sc.attention_s + sc.communication_s + other_s
+        if kv_step is not None and kv_step.migration_s > sc.time_s:
+            sc.communication_s += kv_step.migration_s - sc.time_s  # migration not hidden
+            sc.time_s = kv_step.migration_s
         sc.energy_j = L * (fc.energy_j + attn_j + comm_j) + head.energy_j + other_j
+        if kv_step is not None:
+            sc.energy_j += kv_step.communication_j
         # PAPI's placement metric counts decode work: the decode tokens' share of the FC FLOPs
         dec_share = m_dec / m_tok
         sc.fc_gpu_flops = dec_share * (L * fc.gpu_flops + head.gpu_flops)

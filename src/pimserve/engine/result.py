@@ -51,6 +51,10 @@ class RunResult:
     mean_rlp: float
     mean_tlp: float
     wall_time_s: float
+    kv_bytes_by_tier: dict[str, float] = field(default_factory=dict)
+    attention_time_by_tier_s: dict[str, float] = field(default_factory=dict)
+    migrated_bytes: float = 0.0
+    sparse_read_fraction: float = 1.0
     config: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)

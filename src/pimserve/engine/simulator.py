@@ -20,6 +20,7 @@ import numpy as np
 
 from pimserve.engine.calibration import calibrate_alpha
 from pimserve.engine.config import RunConfig
+from pimserve.engine.kv import KVHierarchy
 from pimserve.engine.pricing import IterationPricer, StepCost
 from pimserve.engine.result import RunResult, summary
 from pimserve.engine.system import BuiltSystem
@@ -67,9 +68,19 @@ class Simulator:
         self.pricer = IterationPricer(self.built, placement, draft)
         self.rng = np.random.default_rng(cfg.seed)
         self.block_tokens = cfg.kv_block_tokens
-        self.kv_blocks_total = int(
-            self.built.kv_capacity_bytes // (model.kv_bytes_per_token * self.block_tokens)
-        )
+        self.kvh: KVHierarchy | None = None
+        if self.built.tiers:
+            self.kvh = KVHierarchy(self.built, model, cfg, self.rng, max_slots=cfg.batch)
+            self.kv_blocks_total = self.kvh.capacity_blocks
+        else:
+            if cfg.kv_placement not in (None, "single-tier"):
+                raise ConfigurationError(
+                    f"kv_placement '{cfg.kv_placement}' needs a system with kv_tier groups; "
+                    f"system {system.name} has one attention group (single-tier)"
+                )
+            self.kv_blocks_total = int(
+                self.built.kv_capacity_bytes // (model.kv_bytes_per_token * self.block_tokens)
+            )
         if self.kv_blocks_total < 1:
             raise ConfigurationError(
                 f"system {system.name} has room for no KV block of {self.block_tokens} tokens"
@@ -185,6 +196,8 @@ class Simulator:
         finished = 0
         total_live = len(order)
         static = self.batching == "static"
+        kvh = self.kvh
+        kv_tok_sum = 0
         steps: dict[str, list] | None = None
         if cfg.record_steps:
             steps = {k: [] for k in ("start_s", "time_s", "rlp", "prefill_tokens", "tlp",
@@ -256,14 +269,22 @@ class Simulator:
                     running = running[:-1]
                     status[victim] = PENDING
                     kv[victim] = 0
+                    if kvh is not None:
+                        kvh.release(np.asarray([victim]))
                     pre_done[victim] = 0
                     pre_target[victim] = prompt[victim] + gen[victim]
                     queue.appendleft(victim)
                     preemptions += 1
                     pre, dec, chunks, need = split(running)
             m_tok = dec.size * tlp + int(chunks.sum())
+            kv_step = None
+            kv_write_s = 0.0
+            if kvh is not None:
+                kv_write_s = kvh.reserve(pre, kv[pre] + chunks) + kvh.reserve(dec, kv[dec] + tlp)
+                kv_step = kvh.step(dec, kv[dec] + tlp, tlp)
             cost = self.pricer.step(
-                kv[dec] + tlp, tlp, chunks, pre_done[pre] + chunks, self._route(m_tok)
+                kv[dec] + tlp, tlp, chunks, pre_done[pre] + chunks, self._route(m_tok),
+                kv_step, kv_write_s,
             )
             if not cost.time_s > 0:
                 raise AssertionError(f"iteration priced at {cost.time_s} s")  # pragma: no cover
@@ -283,6 +304,7 @@ class Simulator:
                       "other_s", "fc_gpu_flops", "fc_flops"):
                 setattr(acc, f, getattr(acc, f) + getattr(cost, f))
             rlp_sum += dec.size
+            kv_tok_sum += int(kv[running].sum())
             tlp_sum += dec.size * tlp
 
             # ---- state updates
@@ -305,6 +327,8 @@ class Simulator:
                 status[fin] = DONE
                 t_done[fin] = now
                 kv[fin] = 0
+                if kvh is not None:
+                    kvh.release(fin)
                 finished += fin.size
                 running = running[~done_mask]
                 if progress is not None:
@@ -318,12 +342,17 @@ class Simulator:
                 f"{kv_limited_batches} static batches were cut short because their requests' "
                 "KV would not fit"
             )
+        self._kv_mean_bytes = kv_tok_sum / max(it_count, 1) * model.kv_bytes_per_token
         result = self._result(
             status, gen, out, arrival, t_first, t_done, reasons, truncated, preemptions,
             it_count, now, acc, rlp_sum, tlp_sum, time.perf_counter() - wall0,
         )
         if steps is not None:
             result.extra["steps"] = steps
+        if kvh is not None:
+            summ = kvh.summary()
+            result.extra["kv_peak_bytes_by_tier"] = summ["kv_peak_bytes_by_tier"]
+            result.extra["kv_policy"] = summ["kv_policy"]
         return result
 
     # ------------------------------------------------------------------ results
@@ -372,6 +401,22 @@ class Simulator:
             wall_time_s=wall_s,
             config=cfg,
             warnings=list(self.warnings),
-            extra={"kv_capacity_gb": self.built.kv_capacity_bytes / 1e9,
+            extra={"kv_capacity_gb": self.kv_blocks_total * self.block_tokens
+                   * self.model.kv_bytes_per_token / 1e9,
                    "kv_blocks_total": self.kv_blocks_total},
+            **self._kv_fields(acc),
         )
+
+    def _kv_fields(self, acc: StepCost) -> dict:
+        """KV-hierarchy result fields; one-group systems report their attention group."""
+        if self.kvh is None:
+            label = self.built.attention_group.role
+            return {
+                "kv_bytes_by_tier": {label: self._kv_mean_bytes},
+                "attention_time_by_tier_s": {label: acc.attention_s},
+                "migrated_bytes": 0.0,
+                "sparse_read_fraction": 1.0,
+            }
+        s = self.kvh.summary()
+        return {k: s[k] for k in ("kv_bytes_by_tier", "attention_time_by_tier_s",
+                                  "migrated_bytes", "sparse_read_fraction")}

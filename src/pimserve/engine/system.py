@@ -53,6 +53,13 @@ class BuiltSystem:
         if "attn" not in gm and not tiers and "gpu" not in gm:
             raise ConfigurationError(f"system {spec.name} has no device that runs attention")
         link = LinkModel(load_link(spec.collective_link)) if spec.collective_link else None
+        pp = spec.pipeline_parallel
+        for role in ("gpu", "fc_pim"):
+            g = gm.get(role)
+            if g is not None and pp > 1:
+                # each pipeline stage's layers are split over its own devices (PP stages run
+                # different micro-batches at once, so the iteration still costs every layer)
+                g.fc_ways = max(1, g.count // pp)
         return cls(
             spec, model, gm.get("gpu"), gm.get("fc_pim"), gm.get("attn"), tiers, w_cap, kv_cap,
             link,

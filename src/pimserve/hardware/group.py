@@ -38,6 +38,7 @@ class GroupModel:
     count: int
     link: LinkModel | None = None
     tier: str | None = None
+    fc_ways: int = 0  # devices an FC kernel is split over (0 = count; pipeline stages use fewer)
 
     @classmethod
     def from_spec(cls, group: DeviceGroup, method: str | None = None) -> GroupModel:
@@ -55,10 +56,11 @@ class GroupModel:
 
     def fc(self, k: FCKernel) -> Cost:
         """One FC kernel instance split over the group's devices (time of one shard)."""
-        shard = self.device.cost(k.split(self.count, axis="n"))
+        ways = self.fc_ways or self.count
+        shard = self.device.cost(k.split(ways, axis="n"))
         return Cost(
             shard.time_s,
-            shard.energy_j * self.count,
+            shard.energy_j * ways,
             shard.compute_s,
             shard.memory_s,
             shard.transfer_s,

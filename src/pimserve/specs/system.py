@@ -12,11 +12,12 @@ A system is data (a YAML preset or a user file). Roles say what a device group d
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from pimserve.specs.base import Spec
+from pimserve.specs.kv import KVPolicySpec
 
 Role = Literal["gpu", "fc_pim", "attn", "kv_tier"]
 Holds = Literal["weights", "kv"]
@@ -31,6 +32,14 @@ class DeviceGroup(Spec):
     link: str | None = Field(None, description="link preset to the compute side (None = local)")
     holds: list[Holds] = Field(default_factory=list, description="what lives in its memory")
     tier: str | None = Field(None, description="tier label for kv_tier groups (hbm, ddr, ssd)")
+    compute: bool = Field(
+        True,
+        description="kv_tier only: its PUs compute attention on the KV they hold; false = a "
+        "plain memory whose KV is fetched to the GPU for attention (offloading)",
+    )
+    links: int | None = Field(
+        None, gt=0, description="parallel links to the compute side (None = one per device)"
+    )
     source: str = ""
 
 
@@ -42,8 +51,9 @@ class PolicySpec(Spec):
         None, gt=0, description="PAPI threshold on RLP x TLP; None = calibrate at load time"
     )
     alpha_source: str = Field("", description="how alpha was found")
-    kv_placement: str = Field("single-tier", description="KV placement policy name")
-    options: dict[str, Any] = Field(default_factory=dict, description="policy-specific options")
+    kv: KVPolicySpec = Field(
+        default_factory=KVPolicySpec, description="KV placement across tiers (PAM)"
+    )
 
 
 class SystemSpec(Spec):
@@ -75,6 +85,25 @@ class SystemSpec(Spec):
             raise ValueError("no group holds the KV cache (add 'kv' to some group's holds)")
         if "attn" in roles and "kv_tier" in roles:
             raise ValueError("use either an 'attn' group or 'kv_tier' groups, not both")
+        tiers = [g for g in self.groups if g.role == "kv_tier"]
+        if tiers:
+            if not all("kv" in g.holds for g in tiers):
+                raise ValueError("every kv_tier group must hold kv (add 'kv' to its holds)")
+            labels = [g.tier or "" for g in tiers]
+            if "" in labels or len(set(labels)) != len(labels):
+                raise ValueError(f"kv_tier groups need distinct tier labels, got {labels}")
+        elif self.policies.kv.placement not in ("single-tier",):
+            raise ValueError(
+                f"kv placement '{self.policies.kv.placement}' needs kv_tier groups; systems "
+                "with an 'attn' group use 'single-tier'"
+            )
+        if self.pipeline_parallel > 1:
+            gpu = self.group("gpu")
+            if gpu is None or gpu.count != self.tensor_parallel * self.pipeline_parallel:
+                raise ValueError(
+                    "pipeline_parallel needs a gpu group of tensor_parallel x pipeline_parallel "
+                    f"devices ({self.tensor_parallel} x {self.pipeline_parallel})"
+                )
         return self
 
     def group(self, role: Role) -> DeviceGroup | None:
