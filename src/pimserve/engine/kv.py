@@ -50,7 +50,6 @@ they run on the links while the iteration computes, so a step takes
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -343,7 +342,7 @@ class KVHierarchy:
             ctx = np.maximum(np.arange(size, dtype=np.int64), 1)
             q = np.full(size, q_tokens, dtype=np.int64)
             if selection:
-                hd = max(1, int(round(m.head_dim / DS_CHANNEL_RATIO)))
+                hd = max(1, round(m.head_dim / DS_CHANNEL_RATIO))
                 ks = [AttentionKernel("score", q, ctx, m.n_heads, m.n_kv_heads, hd, 1,
                                       m.dtype_bytes)]
             else:
@@ -398,18 +397,18 @@ class KVHierarchy:
         slots = self._slots(reqs)
         n = self.nblk[slots]
         C = int(n.max())
-        T = self.tier[slots, :C]
-        valid = T >= 0
-        S = self._scores(slots, C, valid)
+        tb = self.tier[slots, :C]
+        valid = tb >= 0
+        sc = self._scores(slots, C, valid)
         imp = self.imp[slots, :C]
-        imp = np.where(np.isnan(imp), S, self.lam * S + (1.0 - self.lam) * imp)
+        imp = np.where(np.isnan(imp), sc, self.lam * sc + (1.0 - self.lam) * imp)
         imp = np.where(valid, imp, 0.0)
         self.imp[slots, :C] = imp
         if self.sparse:
             k = np.ceil(n / self.ratio).astype(np.int64)
-            srt = -np.sort(-S, axis=1)
+            srt = -np.sort(-sc, axis=1)
             thr = srt[np.arange(slots.size), np.maximum(k - 1, 0)]
-            sel = valid & (S >= thr[:, None])
+            sel = valid & (sc >= thr[:, None])
         else:
             sel = valid
         self.read_blocks += float(sel.sum())
@@ -428,7 +427,7 @@ class KVHierarchy:
         tier_time = np.zeros(self.n_tiers)
         first = self.tiers[0]
         for k, t in enumerate(self.tiers):
-            on_k = T == k
+            on_k = tb == k
             read_k = sel & on_k
             nread = read_k.sum(axis=1)
             act = self._activity[k]
@@ -469,13 +468,11 @@ class KVHierarchy:
             tier_time[k] = tt
             slowest = max(slowest, tt + x_s)
         if fetched_tokens.any():  # offloaded KV computed on the first tier, after its fetch
-            tok0 = np.minimum(
-                np.where(self.sparse, sel & (T == 0), valid & (T == 0)).sum(axis=1) * B, ctx
-            ) + fetched_tokens
+            tok0 = np.minimum((sel & (tb == 0)).sum(axis=1) * B, ctx) + fetched_tokens
             tab_t, tab_e = self._table(0, q_tokens, int(tok0.max()), False)
             per = tab_t[tok0]
             t0 = GroupModel.balanced_time(per, first.sets)
-            energy += float(tab_e[tok0].sum()) - 0.0
+            energy += float(tab_e[tok0].sum())
             tier_time[0] = t0
             slowest = max(slowest, t0, fetch_s)
             comm_s += max(0.0, fetch_s - t0)
@@ -503,11 +500,11 @@ class KVHierarchy:
 
     def _rebalance(self, slots: np.ndarray, C: int, valid: np.ndarray) -> float:
         """Algorithm 2 over the stepping requests' blocks; returns the migration time (s)."""
+        if sum(t.used > 0 for t in self.tiers) < 2:
+            return 0.0
         rows, cols = np.nonzero(valid)
         rows = slots[rows]
         t = self.tier[rows, cols].astype(np.int64)
-        if np.unique(t).size < 2:
-            return 0.0
         imp = self.imp[rows, cols]
         cap = max(64, int(MAX_SWAP_FRACTION * t.size))
         swaps = algorithm2(imp, t, self.x, self.y, cap)
@@ -562,6 +559,3 @@ class KVHierarchy:
         }
 
 
-def kv_capacity_needed(tokens: int, block_tokens: int) -> int:
-    """Blocks needed for ``tokens`` tokens."""
-    return math.ceil(tokens / block_tokens)

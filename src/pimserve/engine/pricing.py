@@ -13,7 +13,7 @@ up with numpy fancy indexing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -265,7 +265,19 @@ class IterationPricer:
         if m_tok == 0:
             return sc
         prefill = m_pre > 0
-        fc = self.fc_layer(m_tok, prefill, expert_tokens)
+        pp = self.built.spec.pipeline_parallel
+        if pp > 1:
+            # PP stages work on PP micro-batches at once: per iteration each stage runs its L/PP
+            # layers PP times on m/PP tokens, i.e. L layers' time at m/PP tokens; energy and
+            # FLOPs are paid by every micro-batch (bubbles are ignored: continuous batching
+            # keeps the pipeline full)
+            mb = -(-m_tok // pp)
+            et = tuple(-(-e // pp) for e in expert_tokens) if expert_tokens else expert_tokens
+            f1 = self.fc_layer(mb, prefill, et)
+            fc = replace(f1, energy_j=f1.energy_j * pp, gpu_flops=f1.gpu_flops * pp,
+                         flops=f1.flops * pp)
+        else:
+            fc = self.fc_layer(m_tok, prefill, expert_tokens)
         head = self.lm_head(m_dec + int(pre_q.size), prefill)
         if kv_step is None:
             attn_s, attn_j = self.decode_attention(tlp, dec_context)
