@@ -460,5 +460,103 @@ def workloads(fmt: str) -> None:
     print_table("workload presets", ["workload", "description"], rows)
 
 
+# ------------------------------------------------------------------------------------------
+# SLO search
+# ------------------------------------------------------------------------------------------
+@main.command("slo-search")
+@click.option("--system", default="papi", show_default=True, help="system name or YAML file")
+@click.option("--model", default="llama-65b", show_default=True, help="model name or file")
+@click.option("--workload", default="sharegpt", show_default=True,
+              help="workload preset; the search sets its arrival rate (see `pimserve workloads`)")
+@click.option("--tpot-slo-ms", type=float, required=True,
+              help="SLO on time per output token, ms")
+@click.option("--percentile", default="p99", show_default=True,
+              help="TPOT statistic the SLO bounds: p50 | p99 | mean")
+@click.option("--ttft-slo-ms", type=float, default=None,
+              help="optional SLO on the same statistic of time to first token, ms")
+@click.option("--n-requests", "--requests", "n_requests", type=int, default=256,
+              show_default=True, help="requests per probe")
+@click.option("--rate-lo", type=float, default=None,
+              help="lower end of the rate bracket, req/s (default: found automatically)")
+@click.option("--rate-hi", type=float, default=None,
+              help="upper end of the rate bracket, req/s (default: found automatically)")
+@click.option("--tol", type=float, default=0.05, show_default=True,
+              help="stop when the bracket is at most this fraction of its lower end wide")
+@click.option("--max-probes", type=int, default=12, show_default=True,
+              help="most simulated probes")
+@click.option("--max-wait-fraction", type=float, default=0.02, show_default=True,
+              help="queue-growth limit: p99 TTFT / arrival window")
+@click.option("--allow-capacity-rejections", is_flag=True, default=False,
+              help="let probes pass with requests rejected for KV capacity (still reported)")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="seed of every probe (workload draw and run)")
+@options_from(RunConfig, skip=("seed", "record_steps", "max_iterations"))
+@FORMAT
+def slo_search_cmd(system: str, model: str, workload: str, tpot_slo_ms: float,
+                   percentile: str, ttft_slo_ms: float | None, n_requests: int,
+                   rate_lo: float | None, rate_hi: float | None, tol: float, max_probes: int,
+                   max_wait_fraction: float, allow_capacity_rejections: bool, seed: int,
+                   fmt: str, **kwargs: Any) -> None:
+    """Peak throughput under a TPOT SLO: bisection over the Poisson arrival rate.
+
+    Each probe simulates --n-requests requests arriving at one rate (continuous batching);
+    it meets the SLO when the TPOT statistic is within --tpot-slo-ms, no request was
+    rejected for KV capacity, every request finished, and the queue does not grow (p99 TTFT
+    at most --max-wait-fraction of the arrival window). Prints every probe and the best rate.
+    """
+    import contextlib
+
+    from pimserve.experiments.slo import slo_search
+    from pimserve.report.console import console, print_json, print_table
+
+    opts = given(kwargs, RunConfig)
+    live = fmt == "table" and console.is_terminal
+    waiting: Any = console.status("probing", spinner="dots") if live else contextlib.nullcontext()
+    with waiting as status:
+
+        def progress(p: Any) -> None:
+            if status is not None:
+                status.update(f"probed {p.rate_per_s:.4g} req/s: "
+                              f"{'meets' if p.met else 'fails'}")
+
+        res = slo_search(system, model, workload, tpot_slo_ms, percentile=percentile,
+                         n_requests=n_requests, rate_lo=rate_lo, rate_hi=rate_hi, tol=tol,
+                         max_probes=max_probes, seed=seed, ttft_slo_ms=ttft_slo_ms,
+                         max_wait_fraction=max_wait_fraction,
+                         allow_capacity_rejections=allow_capacity_rejections,
+                         progress=progress, **opts)
+    if fmt == "json":
+        print_json(res.to_dict())
+        return
+    pct = res.percentile
+    rows = [
+        [i + 1, p.rate_per_s, "-" if p.tpot_ms is None else p.tpot_ms,
+         "-" if p.ttft_p99_ms is None else p.ttft_p99_ms,
+         "-" if p.wait_fraction is None else f"{p.wait_fraction:.2%}",
+         p.throughput_tok_s, p.offered_tok_s, f"{p.requests_completed} / {p.requests_total}",
+         p.requests_rejected, p.met, p.why or "-"]
+        for i, p in enumerate(res.probes)
+    ]
+    print_table(
+        f"{res.system} serving {res.model} on {res.workload}: TPOT {pct} SLO "
+        f"{res.tpot_slo_ms:g} ms",
+        ["#", "rate (req/s)", f"TPOT {pct} (ms)", "TTFT p99 (ms)", "wait / window",
+         "tok/s", "offered tok/s", "completed", "rejected", "meets", "why not"],
+        rows,
+        caption=res.how,
+    )
+    if res.met:
+        console.print(
+            f"peak throughput under SLO: {res.throughput_tok_s:,.1f} tok/s at "
+            f"{res.best_rate_per_s:.4g} req/s (TPOT {pct} {res.tpot_ms:.4g} ms <= "
+            f"{res.tpot_slo_ms:g} ms; offered {res.offered_tok_s:,.1f} tok/s)"
+        )
+    else:
+        console.print(f"no rate meets the SLO (TPOT {pct} <= {res.tpot_slo_ms:g} ms); "
+                      "see the table's caption")
+    for w in res.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -140,6 +140,7 @@ class KVHierarchy:
         cfg: RunConfig,
         rng: np.random.Generator,
         max_slots: int,
+        n_requests: int,
     ):
         spec: KVPolicySpec = built.spec.policies.kv
         name = cfg.kv_placement or spec.placement
@@ -202,7 +203,7 @@ class KVHierarchy:
         self.imp = np.zeros((max_slots, self._cols), dtype=np.float32)
         self.sal = np.zeros((max_slots, self._cols), dtype=np.float32)
         self.nblk = np.zeros(max_slots, dtype=np.int64)
-        self.slot_of: dict[int, int] = {}
+        self.slot_of = np.full(max(n_requests, 1), -1, dtype=np.int64)  # request id -> slot
         self._free_slots = list(range(max_slots - 1, -1, -1))
         # --- bank-group activity (greedy mapping): ring of the last `window` steps
         self._bg_total = [t.sets * t.n_bg for t in self.tiers]
@@ -241,22 +242,22 @@ class KVHierarchy:
         self._cols = new
 
     def _slots(self, reqs: np.ndarray) -> np.ndarray:
-        out = np.empty(reqs.size, dtype=np.int64)
-        for i, r in enumerate(reqs.tolist()):
-            s = self.slot_of.get(r)
-            if s is None:
-                if not self._free_slots:
-                    raise AssertionError("more running requests than KV slots")  # pragma: no cover
-                s = self._free_slots.pop()
-                self.slot_of[r] = s
-            out[i] = s
+        out = self.slot_of[reqs]
+        new = np.nonzero(out < 0)[0]
+        if new.size:
+            if new.size > len(self._free_slots):
+                raise AssertionError("more running requests than KV slots")  # pragma: no cover
+            for i in new.tolist():
+                out[i] = self._free_slots.pop()
+            self.slot_of[reqs[new]] = out[new]
         return out
 
     def release(self, reqs: np.ndarray) -> None:
         """Free the blocks of finished or preempted requests."""
         for r in np.asarray(reqs).tolist():
-            s = self.slot_of.pop(int(r), None)
-            if s is None:
+            s = int(self.slot_of[r])
+            self.slot_of[r] = -1
+            if s < 0:
                 continue
             n = int(self.nblk[s])
             if n:
@@ -411,7 +412,7 @@ class KVHierarchy:
             sel = valid & (sc >= thr[:, None])
         else:
             sel = valid
-        self.read_blocks += float(sel.sum())
+        self.read_blocks += float(np.count_nonzero(sel))
         self.resident_blocks += float(n.sum())
 
         ctx = np.asarray(context, dtype=np.int64)
@@ -426,18 +427,19 @@ class KVHierarchy:
         fetched_tokens = np.zeros(slots.size, dtype=np.int64)
         tier_time = np.zeros(self.n_tiers)
         first = self.tiers[0]
+        single = sum(t.used > 0 for t in self.tiers) <= 1
         for k, t in enumerate(self.tiers):
-            on_k = tb == k
-            read_k = sel & on_k
-            nread = read_k.sum(axis=1)
             act = self._activity[k]
             act[self._ring] = 0.0
+            if t.used == 0:
+                continue
+            on_k = valid if single else tb == k
+            read_k = sel if single else sel & on_k
+            nread = np.count_nonzero(read_k, axis=1)
             if not nread.any():
                 continue
-            if self.sparse:
-                tok = np.minimum(nread * B, ctx)
-            else:
-                tok = np.minimum(on_k.sum(axis=1) * B, ctx)
+            n_on = n if single else np.count_nonzero(on_k, axis=1)
+            tok = np.minimum((nread if self.sparse else n_on) * B, ctx)
             if not t.compute:
                 nb = float(tok.sum()) * m.kv_bytes_per_token / L  # one layer's K and V
                 fetch_s = max(fetch_s, t.link_time(nb))
@@ -450,7 +452,7 @@ class KVHierarchy:
             per = tab_t[tok]
             energy += float(tab_e[tok].sum())
             if self.sparse:  # approximate scores over all resident blocks of this tier
-                res = np.minimum(on_k.sum(axis=1) * B, ctx)
+                res = np.minimum(n_on * B, ctx)
                 s_t, s_e = self._table(k, q_tokens, int(res.max()), True)
                 per = per + s_t[res]
                 energy += float(s_e[res].sum())

@@ -70,7 +70,8 @@ class Simulator:
         self.block_tokens = cfg.kv_block_tokens
         self.kvh: KVHierarchy | None = None
         if self.built.tiers:
-            self.kvh = KVHierarchy(self.built, model, cfg, self.rng, max_slots=cfg.batch)
+            self.kvh = KVHierarchy(self.built, model, cfg, self.rng, max_slots=cfg.batch,
+                                   n_requests=len(requests))
             self.kv_blocks_total = self.kvh.capacity_blocks
         else:
             if cfg.kv_placement not in (None, "single-tier"):
@@ -280,7 +281,9 @@ class Simulator:
             kv_step = None
             kv_write_s = 0.0
             if kvh is not None:
-                kv_write_s = kvh.reserve(pre, kv[pre] + chunks) + kvh.reserve(dec, kv[dec] + tlp)
+                kv_write_s = kvh.reserve(
+                    np.concatenate([pre, dec]), np.concatenate([kv[pre] + chunks, kv[dec] + tlp])
+                )
                 kv_step = kvh.step(dec, kv[dec] + tlp, tlp)
             cost = self.pricer.step(
                 kv[dec] + tlp, tlp, chunks, pre_done[pre] + chunks, self._route(m_tok),
