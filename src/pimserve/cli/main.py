@@ -427,9 +427,25 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
               help="largest RLP x TLP swept")
 @FORMAT
 def calibrate(system: str, model: str, max_parallelism: int, fmt: str) -> None:
-    """Find PAPI's alpha: the RLP x TLP where one layer's FC is faster on the GPU than FC-PIM."""
-    from pimserve.engine.calibration import calibrate_alpha
+    """Calibrate a system's free parameter: PAPI's alpha (the RLP x TLP where one layer's FC
+    is faster on the GPU than on FC-PIM), or, for systems with PAM's KV placement, PAM's x:y
+    (a grid search on a long-context calibration workload)."""
+    from pimserve.engine.calibration import calibrate_alpha, calibrate_xy
     from pimserve.report.console import print_json, print_table
+    from pimserve.specs import load_system
+
+    spec = load_system(system)
+    if spec.tiers() and spec.policies.kv.placement == "pam":
+        xy = calibrate_xy(spec, model)
+        if fmt == "json":
+            print_json({"system": xy.system, "model": xy.model, "x": xy.x, "y": xy.y,
+                        "how": xy.how, "points": xy.points})
+            return
+        rows = [[p["x"], p["y"], p["attention_s"], p["throughput_tok_s"],
+                 p["migrated_bytes"] / 1e9] for p in xy.points]
+        print_table(f"PAM x:y for {xy.system} / {xy.model} = {xy.x:g}:{xy.y:g}:1",
+                    ["x", "y", "attention s", "tok/s", "migrated GB"], rows, caption=xy.how)
+        return
 
     cal = calibrate_alpha(system, model, max_parallelism)
     if fmt == "json":
