@@ -1,4 +1,4 @@
-"""KV hierarchy (PAM): placement invariants, Algorithm 2, mapping, qualitative results, bad input."""
+"""KV hierarchy (PAM): placement invariants, Algorithm 2, mapping, qualitative results, errors."""
 
 from __future__ import annotations
 

@@ -313,6 +313,11 @@ def _summary_rows(r: Any) -> list[list[Any]]:
         ["FC on GPU (FLOP fraction)", r.fc_on_gpu_fraction],
         ["mean RLP / mean TLP", f"{r.mean_rlp:.3g} / {r.mean_tlp:.3g}"],
         *[[f"time: {k} (s)", v] for k, v in r.time_breakdown_s.items()],
+        *[[f"KV on {k} (GB, mean)", v / 1e9] for k, v in r.kv_bytes_by_tier.items()],
+        *[[f"attention on {k} (s)", v] for k, v in r.attention_time_by_tier_s.items()
+          if len(r.attention_time_by_tier_s) > 1],
+        ["KV migrated (GB) / sparse read fraction",
+         f"{r.migrated_bytes / 1e9:.4g} / {r.sparse_read_fraction:.3g}"],
         ["wall time (s)", r.wall_time_s],
     ]
 
