@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pimserve.attention.reference import check_qkv, query_positions
+from pimserve.attention.reference import as_qkv, query_positions
 
 __all__ = [
     "PartialAttention",
@@ -97,10 +97,7 @@ def local_attention(
         :class:`PartialAttention` with logits scaled by ``1 / sqrt(d)``. An empty block or a fully
         masked row gives ``m = -inf``, ``l = 0``, ``o = 0`` (no NaN, no warning).
     """
-    q = np.asarray(q, dtype=np.float64)
-    k_blk = np.asarray(k_blk, dtype=np.float64)
-    v_blk = np.asarray(v_blk, dtype=np.float64)
-    group = check_qkv(q, k_blk, v_blk)
+    q, k_blk, v_blk, group = as_qkv(q, k_blk, v_blk)
     n_q, t_q, d = q.shape
     n = k_blk.shape[1]
     positions = np.asarray(positions, dtype=np.int64).reshape(-1)
@@ -269,10 +266,7 @@ def pam_attention(
         ``(n_q_heads, t_q, d)`` float64, equal to ``reference_attention`` up to float rounding
         (the merge uses the linear-sum normaliser; see the module docstring).
     """
-    q = np.asarray(q, dtype=np.float64)
-    k = np.asarray(k, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
-    check_qkv(q, k, v)
+    q, k, v, _ = as_qkv(q, k, v)
     n_q, t_q, d = q.shape
     t_kv = k.shape[1]
     dev = np.asarray(device_of_token)

@@ -40,6 +40,16 @@ def check_qkv(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> int:
     return n_q // n_kv
 
 
+def as_qkv(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """q, k, v as float64 arrays, checked (:func:`check_qkv`), and the GQA group size."""
+    q = np.asarray(q, dtype=np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    return q, k, v, check_qkv(q, k, v)
+
+
 def query_positions(t_q: int, t_kv: int, causal_offset: int | None = None) -> np.ndarray:
     """Absolute positions of the ``t_q`` query tokens, shape ``(t_q,)`` int64.
 
@@ -91,10 +101,7 @@ def reference_attention(
     Returns:
         ``(n_q_heads, t_q, d)`` float64 attention output; rows with no visible KV position are 0.
     """
-    q = np.asarray(q, dtype=np.float64)
-    k = np.asarray(k, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
-    group = check_qkv(q, k, v)
+    q, k, v, group = as_qkv(q, k, v)
     n_q, t_q, d = q.shape
     t_kv = k.shape[1]
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from pimserve.attention.pamattention import finalize, local_attention
 from pimserve.attention.reference import (
+    as_qkv,
     causal_mask,
     check_qkv,
     query_positions,
@@ -172,10 +173,7 @@ def sparse_attention(
     channel_ratio = _check_ratio(channel_ratio, "channel_ratio")
     if mode not in ("head", "request"):
         raise ValueError(f"mode must be 'head' or 'request', got {mode!r}")
-    q = np.asarray(q, dtype=np.float64)
-    k = np.asarray(k, dtype=np.float64)
-    v = np.asarray(v, dtype=np.float64)
-    check_qkv(q, k, v)
+    q, k, v, _ = as_qkv(q, k, v)
     n_q, t_q, d = q.shape
     t_kv = k.shape[1]
     k_tokens = math.ceil(t_kv / ratio)
