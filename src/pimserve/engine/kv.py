@@ -56,11 +56,11 @@ import numpy as np
 
 from pimserve.engine.config import RunConfig
 from pimserve.engine.system import BuiltSystem
+from pimserve.engine.tables import AttentionTables
 from pimserve.errors import ConfigurationError
 from pimserve.hardware.group import GroupModel
 from pimserve.hardware.pim import PIMModel
 from pimserve.hardware.ssd import SSDPIMModel
-from pimserve.ops.kernels import AttentionKernel
 from pimserve.policies.kv_placement import KV_PLACEMENT, KVPlacement, algorithm2
 from pimserve.specs.kv import KVPolicySpec, LocalitySpec
 from pimserve.specs.model import ModelSpec
@@ -108,6 +108,11 @@ class Tier:
         return 0.0 if link is None else nbytes * 8 * link.spec.energy_pj_per_bit * 1e-12
 
 
+def _first_set(*values: bool | None) -> bool:
+    """The first value that is not None: the run option, then the system's, then the policy's."""
+    return next(v for v in values if v is not None)
+
+
 def _bank_groups(group: GroupModel) -> int:
     dev = group.device
     if isinstance(dev, PIMModel):
@@ -125,7 +130,6 @@ class KVStep:
     attention_s: float = 0.0
     attention_j: float = 0.0
     communication_s: float = 0.0
-    communication_j: float = 0.0
     migration_s: float = 0.0
     by_tier_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
@@ -152,14 +156,8 @@ class KVHierarchy:
         self.ratio = float(cfg.sparse_ratio or spec.sparse_ratio or p.sparse_ratio)
         self.sparse = self.ratio > 1.0
         self.mapping = cfg.kv_mapping or spec.mapping or p.mapping
-        self.pamattention = (
-            cfg.pamattention if cfg.pamattention is not None
-            else spec.pamattention if spec.pamattention is not None else p.pamattention
-        )
-        self.scheduling = (
-            cfg.kv_scheduling if cfg.kv_scheduling is not None
-            else spec.scheduling if spec.scheduling is not None else p.scheduling
-        )
+        self.pamattention = _first_set(cfg.pamattention, spec.pamattention, p.pamattention)
+        self.scheduling = _first_set(cfg.kv_scheduling, spec.scheduling, p.scheduling)
         self.x, self.y = cfg.kv_x or spec.x, cfg.kv_y or spec.y
         self.lam = spec.ema_lambda
         self.window = spec.mapping_window
@@ -210,7 +208,7 @@ class KVHierarchy:
         self._activity = [np.zeros((self.window, n), dtype=np.float32) for n in self._bg_total]
         self._ring = 0
         # --- pricing tables, by (tier, q_tokens, kind)
-        self._tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._tables = AttentionTables(model)
         self._rec = np.zeros(0, dtype=np.float32)
         self._hbm_ru = self._reduction_rate(self.tiers[0])
         # --- metrics
@@ -334,31 +332,11 @@ class KVHierarchy:
     def _table(self, k: int, q_tokens: int, cmax: int, selection: bool) -> tuple[np.ndarray, ...]:
         """Per-request (time, energy) of one layer's local attention on one replica set of tier
         ``k`` by tokens read (or, for ``selection``, the approximate-score pass)."""
-        key = (k, q_tokens, selection)
-        tab = self._tables.get(key)
-        if tab is None or tab[0].shape[0] <= cmax:
-            size = max(cmax + 1, 2 * (tab[0].shape[0] if tab else 1024))
-            t = self.tiers[k]
-            m = self.model
-            ctx = np.maximum(np.arange(size, dtype=np.int64), 1)
-            q = np.full(size, q_tokens, dtype=np.int64)
-            if selection:
-                hd = max(1, round(m.head_dim / DS_CHANNEL_RATIO))
-                ks = [AttentionKernel("score", q, ctx, m.n_heads, m.n_kv_heads, hd, 1,
-                                      m.dtype_bytes)]
-            else:
-                ks = [AttentionKernel(op, q, ctx, m.n_heads, m.n_kv_heads, m.head_dim, 1,
-                                      m.dtype_bytes) for op in ("score", "softmax", "context")]
-            tt = np.zeros(size)
-            ee = np.zeros(size)
-            for kern in ks:
-                c = t.group.device.cost(kern.split_heads(t.ways))
-                tt += np.asarray(c.time_s, dtype=np.float64)
-                ee += np.asarray(c.energy_j, dtype=np.float64) * t.ways
-            tt[0] = ee[0] = 0.0
-            tab = (tt, ee)
-            self._tables[key] = tab
-        return tab
+        t = self.tiers[k]
+        if selection:
+            hd = max(1, round(self.model.head_dim / DS_CHANNEL_RATIO))
+            return self._tables.get(t.group, t.ways, q_tokens, cmax, hd, ("score",))
+        return self._tables.get(t.group, t.ways, q_tokens, cmax)
 
     # ------------------------------------------------------------------ one step
     def _scores(self, slots: np.ndarray, C: int, valid: np.ndarray) -> np.ndarray:
@@ -423,7 +401,7 @@ class KVHierarchy:
         slowest = 0.0
         fetch_s = 0.0
         energy = 0.0
-        comm_s = comm_j = 0.0
+        comm_s = 0.0
         fetched_tokens = np.zeros(slots.size, dtype=np.int64)
         tier_time = np.zeros(self.n_tiers)
         first = self.tiers[0]
@@ -488,7 +466,6 @@ class KVHierarchy:
         out.by_tier_s = L * tier_time
         self.attention_by_tier_s += out.by_tier_s
         out.communication_s = L * comm_s
-        out.communication_j = comm_j
 
         if self.scheduling and self.n_tiers > 1:
             out.migration_s = self._rebalance(slots, C, valid)

@@ -20,12 +20,13 @@ import numpy as np
 
 from pimserve.engine.kv import KVStep
 from pimserve.engine.system import BuiltSystem
+from pimserve.engine.tables import AttentionTables, layer_attention_kernels
 from pimserve.errors import ConfigurationError
 from pimserve.hardware.cost import Cost
 from pimserve.hardware.gpu import allreduce_time_s
 from pimserve.hardware.group import GroupModel
 from pimserve.ops import BatchShape, iteration
-from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel
+from pimserve.ops.kernels import CollectiveKernel, FCKernel
 from pimserve.policies.fc_placement import GPU, PIM, FCPlacement
 from pimserve.specs.model import ModelSpec
 
@@ -73,7 +74,7 @@ class IterationPricer:
         self.placement = placement
         self.draft_model = draft_model
         self._fc: dict[tuple, Any] = {}  # memo: FC parts, transfers, draft passes
-        self._tables: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._attn_tables = AttentionTables(built.model)
         self.attn_group = built.attention_group
         self._ways, self._sets = self.attn_group.attention_sets(self.model.n_kv_heads)
         m = self.model
@@ -195,30 +196,7 @@ class IterationPricer:
     # ---------------------------------------------------------------- attention
     def attention_table(self, q_tokens: int, cmax: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-request (time, energy) of one layer's attention on one device set, by context."""
-        key = (q_tokens, self.attn_group.name)
-        tab = self._tables.get(key)
-        if tab is None or tab[0].shape[0] <= cmax:
-            size = max(cmax + 1, 2 * (tab[0].shape[0] if tab else 1024))
-            ctx = np.arange(size, dtype=np.int64)
-            q = np.full(size, q_tokens, dtype=np.int64)
-            t = np.zeros(size)
-            e = np.zeros(size)
-            for k in self._attention_kernels(q, np.maximum(ctx, 1)):
-                c = self.attn_group.device.cost(k.split_heads(self._ways))
-                t += np.asarray(c.time_s, dtype=np.float64)
-                e += np.asarray(c.energy_j, dtype=np.float64) * self._ways
-            t[0] = e[0] = 0.0
-            tab = (t, e)
-            self._tables[key] = tab
-        return tab
-
-    def _attention_kernels(self, q: np.ndarray, context: np.ndarray) -> list[AttentionKernel]:
-        """One layer's score, softmax and context kernels for these requests."""
-        m = self.model
-        return [
-            AttentionKernel(op, q, context, m.n_heads, m.n_kv_heads, m.head_dim, 1, m.dtype_bytes)
-            for op in ("score", "softmax", "context")
-        ]
+        return self._attn_tables.get(self.attn_group, self._ways, q_tokens, cmax)
 
     def decode_attention(self, q_tokens: int, context: np.ndarray) -> tuple[float, float]:
         """One layer's decode attention for requests with ``context`` KV tokens: (s, J)."""
@@ -234,7 +212,7 @@ class IterationPricer:
         """One layer's prefill attention, on the GPUs where there are some: (s, J, group)."""
         g = self.built.gpu or self.attn_group
         c = Cost(0.0, 0.0)
-        for k in self._attention_kernels(q, context):
+        for k in layer_attention_kernels(self.model, q, context):
             c = c + g.attention(k)
         return float(c.time_s), float(c.energy_j), g
 
@@ -313,8 +291,6 @@ class IterationPricer:
             sc.communication_s += kv_step.migration_s - sc.time_s  # migration not hidden
             sc.time_s = kv_step.migration_s
         sc.energy_j = L * (fc.energy_j + attn_j + comm_j) + head.energy_j + other_j
-        if kv_step is not None:
-            sc.energy_j += kv_step.communication_j
         # PAPI's placement metric counts decode work: the decode tokens' share of the FC FLOPs
         dec_share = m_dec / m_tok
         sc.fc_gpu_flops = dec_share * (L * fc.gpu_flops + head.gpu_flops)

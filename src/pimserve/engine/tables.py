@@ -1,0 +1,66 @@
+"""Attention cost by context length, tabulated once per device set and looked up per step.
+
+Per-request attention costs depend only on the request's context (for a given number of query
+tokens), so the engine prices each context length once on a device set and then indexes the
+table with numpy. Tables grow by doubling when a longer context appears.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pimserve.hardware.group import GroupModel
+from pimserve.ops.iteration import ATTENTION_OPS
+from pimserve.ops.kernels import AttentionKernel, AttnOp
+from pimserve.specs.model import ModelSpec
+
+
+def layer_attention_kernels(
+    model: ModelSpec,
+    q_tokens: np.ndarray,
+    context: np.ndarray,
+    head_dim: int | None = None,
+    ops: tuple[AttnOp, ...] = ATTENTION_OPS,
+) -> list[AttentionKernel]:
+    """One layer's attention kernels for these requests (``head_dim`` overrides the model's,
+    e.g. for an approximate-score pass over a subset of channels)."""
+    m = model
+    d = m.head_dim if head_dim is None else head_dim
+    return [AttentionKernel(op, q_tokens, context, m.n_heads, m.n_kv_heads, d, 1, m.dtype_bytes)
+            for op in ops]
+
+
+class AttentionTables:
+    """Per-request (time s, energy J) of one layer's attention on one replica set of a device
+    group, indexed by context tokens; heads are split over ``ways`` devices."""
+
+    def __init__(self, model: ModelSpec):
+        self.model = model
+        self._tables: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(
+        self,
+        group: GroupModel,
+        ways: int,
+        q_tokens: int,
+        cmax: int,
+        head_dim: int | None = None,
+        ops: tuple[AttnOp, ...] = ATTENTION_OPS,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The table for contexts ``0 .. >= cmax`` (context 0 costs nothing)."""
+        key = (id(group), ways, q_tokens, head_dim, ops)
+        tab = self._tables.get(key)
+        if tab is None or tab[0].shape[0] <= cmax:
+            size = max(cmax + 1, 2 * (tab[0].shape[0] if tab else 1024))
+            ctx = np.maximum(np.arange(size, dtype=np.int64), 1)
+            q = np.full(size, q_tokens, dtype=np.int64)
+            t = np.zeros(size)
+            e = np.zeros(size)
+            for k in layer_attention_kernels(self.model, q, ctx, head_dim, ops):
+                c = group.device.cost(k.split_heads(ways))
+                t += np.asarray(c.time_s, dtype=np.float64)
+                e += np.asarray(c.energy_j, dtype=np.float64) * ways
+            t[0] = e[0] = 0.0
+            tab = (t, e)
+            self._tables[key] = tab
+        return tab
