@@ -579,5 +579,8 @@ def slo_search_cmd(system: str, model: str, workload: str, tpot_slo_ms: float,
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+# Commands that live in their own modules register themselves on import.
+from pimserve.cli import reproduce as _reproduce  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -584,22 +584,25 @@ class GPUModel(CostModel):
             )
         if k.participants == 1 or k.bytes == 0:
             return Cost(0.0, 0.0)
-        time_s = allreduce_time_s(k.bytes, k.participants, self.spec.nvlink_gbps)
+        time_s = allreduce_time_s(k.bytes, k.participants, self.spec.nvlink_gbps,
+                                  self.spec.allreduce_step_ns)
         energy_j = k.bytes * self.spec.energy.comm_pj_per_byte * 1e-12 + self._static_j(time_s)
         return Cost(time_s, energy_j, 0.0, 0.0, time_s)
 
 
-def allreduce_time_s(bytes_: float, participants: int, nvlink_gbps: float) -> float:
+def allreduce_time_s(bytes_: float, participants: int, nvlink_gbps: float,
+                     step_ns: float = ALLREDUCE_BASE_NS) -> float:
     """AttAcc's all-reduce time, seconds, of a ``bytes_`` tensor over ``participants`` GPUs.
 
-    ``(N - 1) x max(6060 ns + 0.009 ns/B x c x 600 / BW, c / (BW / 2))`` with chunk
-    ``c = bytes_ / N`` and ``BW`` = NVLink GB/s (both directions). The floor never binds for any
+    ``(N - 1) x max(step_ns + 0.009 ns/B x c x 600 / BW, c / (BW / 2))`` with chunk
+    ``c = bytes_ / N``, ``BW`` = NVLink GB/s (both directions) and ``step_ns`` the fixed time
+    of a ring step (AttAcc: 6060 ns; GPUSpec.allreduce_step_ns). The floor never binds for any
     BW (0.009 x 600 / BW = 5.4 / BW ns/B > 2 / BW ns/B); it is kept as AttAcc writes it.
     """
     if participants <= 1 or bytes_ <= 0:
         return 0.0
     chunk = bytes_ / participants
-    step_ns = ALLREDUCE_BASE_NS + ALLREDUCE_NS_PER_BYTE * chunk * ALLREDUCE_REF_GBPS / nvlink_gbps
+    step_ns = step_ns + ALLREDUCE_NS_PER_BYTE * chunk * ALLREDUCE_REF_GBPS / nvlink_gbps
     floor_ns = chunk / (nvlink_gbps / 2.0)  # bytes / (GB/s) = ns
     return (participants - 1) * max(step_ns, floor_ns) * 1e-9
 

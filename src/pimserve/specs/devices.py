@@ -68,6 +68,11 @@ class GPUSpec(DeviceBase):
         description="NVLink bandwidth per GPU, GB/s, both directions together (the datasheet "
         "figure; AttAcc src/config.py INTERFACE_BW = 600 for A100a, 900 for H100)",
     )
+    allreduce_step_ns: NonNeg = Field(
+        6060.0,
+        description="fixed time of one ring all-reduce step, ns (AttAcc src/devices.py "
+        "get_nvlink_time fit: 6060 ns + 0.009 ns/B at 600 GB/s)",
+    )
     calibration_csv: str | None = Field(
         None,
         description="CSV 'kernel,m,k,n,time_us' of measured FC kernel times that replace the "

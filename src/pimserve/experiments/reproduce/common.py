@@ -1,0 +1,568 @@
+"""The machinery shared by the paper reproductions: grids of points, a process pool, headline
+numbers next to the papers', a sensitivity table over the parameters the papers leave open,
+and the output folder (``results.csv``, ``results.json``, PNG figures, ``report.md``).
+
+A reproduction (see :mod:`.papi`, :mod:`.pam`) is a :class:`Reproduction`: it lists its
+:class:`Point` grid, turns the finished rows into :class:`Headline` numbers, names its open
+:class:`Parameter` s and draws its figures. :func:`reproduce` runs all of it.
+
+Rows are flat dicts: the point's labels (``experiment``, ``system``, ``model``, ...) plus the
+metrics of :func:`row_metrics` (or of an SLO search). The paper's numbers live only in the
+headlines, as references to compare against; nothing here feeds them into a simulation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pimserve.engine.result import RunResult
+from pimserve.errors import ConfigurationError
+from pimserve.jsonutil import to_jsonable
+from pimserve.specs.system import SystemSpec
+
+# ------------------------------------------------------------------------------------------
+# points and rows
+
+
+@dataclass
+class Point:
+    """One simulation of a grid.
+
+    Attributes:
+        labels: what the point is, for tables and figures (``experiment``, ``system``,
+            ``model``, ``workload``, ``batch``, ``tlp``, ...); copied into its row.
+        system: a system name or a (possibly modified) :class:`SystemSpec`.
+        model: a model name.
+        workload: a workload preset name.
+        n_requests: requests drawn from the preset.
+        options: :class:`~pimserve.engine.config.RunConfig` fields (batch, tlp, ...).
+        slo: when set, the point is a :func:`~pimserve.experiments.slo.slo_search` with these
+            arguments (``tpot_slo_ms``, ``n_requests``, ...), not a single run.
+    """
+
+    labels: dict[str, Any]
+    system: str | SystemSpec
+    model: str
+    workload: str
+    n_requests: int = 64
+    options: dict[str, Any] = field(default_factory=dict)
+    slo: dict[str, Any] | None = None
+
+    def with_labels(self, **labels: Any) -> Point:
+        """A copy with extra labels."""
+        return replace(self, labels={**self.labels, **labels})
+
+
+def row_metrics(r: RunResult) -> dict[str, Any]:
+    """The flat metrics of one run that reproductions tabulate (times s, energy J)."""
+    row: dict[str, Any] = {
+        "throughput_tok_s": r.throughput_tok_s,
+        "energy_per_token_j": r.energy_per_token_j,
+        "simulated_time_s": r.simulated_time_s,
+        "output_tokens": r.output_tokens,
+        "iterations": r.iterations,
+        "requests_completed": r.requests_completed,
+        "requests_rejected": r.requests_rejected,
+        "rejected_reasons": ";".join(f"{k}={v}" for k, v in sorted(r.rejected_reasons.items())),
+        "preemptions": r.preemptions,
+        "tpot_p50_ms": r.tpot_ms.get("p50"),
+        "tpot_p99_ms": r.tpot_ms.get("p99"),
+        "ttft_p50_ms": r.ttft_ms.get("p50"),
+        "fc_on_gpu_fraction": r.fc_on_gpu_fraction,
+        "mean_rlp": r.mean_rlp,
+        "mean_tlp": r.mean_tlp,
+        "migrated_bytes": r.migrated_bytes,
+        "sparse_read_fraction": r.sparse_read_fraction,
+    }
+    for k, v in r.time_breakdown_s.items():
+        row[f"time_{k}_s"] = v
+    for k, v in r.extra.get("energy_breakdown_j", {}).items():
+        row[f"energy_{k}_j"] = v
+    for k, v in r.kv_bytes_by_tier.items():
+        row[f"kv_bytes_{k}"] = v
+    for k, v in r.attention_time_by_tier_s.items():
+        row[f"attention_time_{k}_s"] = v
+    return row
+
+
+def run_point(point: Point) -> dict[str, Any]:
+    """Simulate one point; returns its row (labels + metrics + ``wall_s``).
+
+    A point that the simulator refuses (e.g. the model does not fit) becomes a row with an
+    ``error`` and no metrics, so that a grid reports it instead of dropping it.
+    """
+    from pimserve.api import simulate
+    from pimserve.experiments.slo import slo_search
+
+    t0 = time.perf_counter()
+    row: dict[str, Any] = dict(point.labels)
+    try:
+        if point.slo is not None:
+            res = slo_search(point.system, point.model, point.workload, seed=0,
+                             **point.slo, **point.options)
+            row.update({
+                "throughput_tok_s": res.throughput_tok_s if res.met else 0.0,
+                "slo_met": res.met,
+                "best_rate_per_s": res.best_rate_per_s,
+                "tpot_ms": res.tpot_ms,
+                "probes": len(res.probes),
+            })
+        else:
+            r = simulate(point.system, point.model, point.workload,
+                         n_requests=point.n_requests, **point.options)
+            row.update(row_metrics(r))
+    except ConfigurationError as e:
+        row["error"] = str(e)
+    row["wall_s"] = time.perf_counter() - t0
+    return row
+
+
+def run_points(points: Sequence[Point], *, jobs: int | None = None,
+               progress: bool = False, description: str = "simulating") -> list[dict[str, Any]]:
+    """Run ``points`` on a local process pool (``jobs`` workers, default all cores); rows come
+    back in the order of ``points``. ``progress`` shows a rich progress bar."""
+    jobs = jobs or os.cpu_count() or 1
+    if jobs < 1:
+        raise ConfigurationError(f"jobs must be a positive integer (got {jobs})")
+    rows: list[dict[str, Any] | None] = [None] * len(points)
+    bar = _progress(progress)
+    with bar as prog:
+        task = prog.add_task(description, total=len(points)) if prog else None
+        if jobs == 1 or len(points) <= 1:
+            for i, p in enumerate(points):
+                rows[i] = run_point(p)
+                if prog:
+                    prog.advance(task)
+        else:
+            # Largest first, so that the slow points do not finish last on an idle pool.
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as ex:
+                futs = {ex.submit(run_point, p): i for i, p in enumerate(points)}
+                from concurrent.futures import as_completed
+
+                for f in as_completed(futs):
+                    rows[futs[f]] = f.result()
+                    if prog:
+                        prog.advance(task)
+    return [r for r in rows if r is not None]
+
+
+class _NoProgress:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return _NoProgress()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress("[progress.description]{task.description}", BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+
+
+# ------------------------------------------------------------------------------------------
+# perturbed hardware for the sensitivity table
+
+_SCRATCH: Path | None = None
+_FRACTIONS = {"compute_efficiency", "memory_efficiency"}
+
+
+def _scratch() -> Path:
+    global _SCRATCH
+    if _SCRATCH is None:
+        import tempfile
+
+        _SCRATCH = Path(tempfile.mkdtemp(prefix="pimserve-sensitivity-"))
+    return _SCRATCH
+
+
+def _digest(data: dict[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _scaled(data: dict[str, Any], changes: Mapping[str, float]) -> dict[str, Any]:
+    """``data`` with each (dotted) field multiplied by its factor; fractions clamp at 1."""
+    out = json.loads(json.dumps(data))
+    for key, factor in changes.items():
+        *path, leaf = key.split(".")
+        d = out
+        for k in path:
+            d = d[k]
+        if leaf not in d:
+            raise ConfigurationError(f"cannot scale unknown field '{key}'")
+        v = d[leaf] * factor
+        d[leaf] = min(v, 1.0) if leaf in _FRACTIONS else v
+    return out
+
+
+def scaled_system(system: str | SystemSpec, *,
+                  devices: Mapping[str, Mapping[str, float]] | None = None,
+                  links: Mapping[str, Mapping[str, float]] | None = None) -> SystemSpec:
+    """``system`` with some device or link parameters multiplied by factors.
+
+    ``devices`` maps a device preset name to ``{field: factor}`` (dotted for nested fields,
+    e.g. ``"dram.t_ck_ns"``); ``links`` likewise for link presets. The modified presets are
+    written as YAML files to a scratch folder and the system's groups point at them, so that
+    the change goes through the same loading and validation as a user's own file.
+    Efficiencies (fractions of peak) are clamped at 1.
+    """
+    import yaml
+
+    from pimserve.specs.catalog import load_device, load_link, load_system
+
+    spec = load_system(system)
+    groups = []
+    for g in spec.groups:
+        upd: dict[str, Any] = {}
+        if devices and g.device in devices:
+            d = _scaled(load_device(g.device).model_dump(mode="json"), devices[g.device])
+            path = _scratch() / f"{g.device}-{_digest(d)}.yaml"
+            path.write_text(yaml.safe_dump(d))
+            upd["device"] = str(path)
+        if links and g.link in links:
+            d = _scaled(load_link(g.link).model_dump(mode="json"), links[g.link])
+            path = _scratch() / f"{g.link}-{_digest(d)}.yaml"
+            path.write_text(yaml.safe_dump(d))
+            upd["link"] = str(path)
+        groups.append(g.model_copy(update=upd) if upd else g)
+    return spec.model_copy(update={"groups": groups})
+
+
+# ------------------------------------------------------------------------------------------
+# selecting from rows
+
+
+def select(rows: Iterable[dict[str, Any]], **labels: Any) -> list[dict[str, Any]]:
+    """Rows whose labels equal ``labels`` (a tuple/list/set value matches any of its items)."""
+    out = []
+    for r in rows:
+        ok = True
+        for k, v in labels.items():
+            if isinstance(v, tuple | list | set | frozenset):
+                if r.get(k) not in v:
+                    ok = False
+                    break
+            elif r.get(k) != v:
+                ok = False
+                break
+        if ok:
+            out.append(r)
+    return out
+
+
+def ratios(rows: Sequence[dict[str, Any]], num: str, den: str, metric: str = "throughput_tok_s",
+           by: Sequence[str] = (), invert: bool = False) -> list[float]:
+    """Per matching configuration, ``metric`` of system ``num`` over system ``den``.
+
+    Rows are paired on every label except ``system`` (or only on ``by`` when given); a pair
+    where either side failed or is zero is skipped. ``invert`` gives den/num (for costs such
+    as energy per token, where a ratio > 1 means ``num`` is better).
+    """
+    def key(r: dict[str, Any]) -> tuple:
+        names = by or sorted(k for k in r if k in _LABEL_KEYS and k != "system")
+        return tuple((k, r.get(k)) for k in names)
+
+    dens = {key(r): r for r in rows if r.get("system") == den}
+    out = []
+    for r in rows:
+        if r.get("system") != num:
+            continue
+        d = dens.get(key(r))
+        if d is None:
+            continue
+        a, b = r.get(metric), d.get(metric)
+        if not a or not b or "error" in r or "error" in d:
+            continue
+        out.append(float(b) / float(a) if invert else float(a) / float(b))
+    return out
+
+
+#: Labels that identify a configuration (anything else in a row is a metric).
+_LABEL_KEYS = {"experiment", "system", "model", "workload", "batch", "tlp", "slo_ms",
+               "ablation", "param", "factor", "variant"}
+
+
+def mean(values: Sequence[float]) -> float:
+    """Arithmetic mean (the papers average speedups arithmetically); NaN when empty."""
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def gmean(values: Sequence[float]) -> float:
+    """Geometric mean; NaN when empty."""
+    return float(np.exp(np.mean(np.log(values)))) if len(values) else math.nan
+
+
+# ------------------------------------------------------------------------------------------
+# headlines, parameters, the reproduction protocol
+
+
+@dataclass
+class Headline:
+    """One headline number: the paper's value, pimserve's, and why they differ.
+
+    Attributes:
+        name: what it is ("speedup over A100+AttAcc, creative-writing, mean").
+        paper: the paper's value (a reference, never fed into the simulation).
+        value: pimserve's value (NaN when the experiment did not run).
+        source: where the paper says it (section / figure).
+        tolerance: the relative gap the reproduction aims for (0.15 = 15%).
+        cause: the cause of a gap beyond the tolerance, one or two sentences; shown in the
+            report only when the gap exceeds the tolerance.
+        unit: printed after the numbers ("x", "%").
+    """
+
+    name: str
+    paper: float
+    value: float
+    source: str
+    tolerance: float = 0.15
+    cause: str = ""
+    unit: str = "x"
+
+    @property
+    def ratio(self) -> float:
+        """pimserve / paper."""
+        return self.value / self.paper if self.paper else math.nan
+
+    @property
+    def within(self) -> bool:
+        """Whether pimserve's value is within the tolerance of the paper's."""
+        return bool(math.isfinite(self.ratio) and abs(self.ratio - 1) <= self.tolerance)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "paper": self.paper, "value": self.value,
+                "ratio": self.ratio, "within_tolerance": self.within,
+                "tolerance": self.tolerance, "source": self.source, "unit": self.unit,
+                "cause": self.cause}
+
+
+@dataclass
+class Parameter:
+    """A parameter the paper leaves open and the reproduction fixes.
+
+    Attributes:
+        name: e.g. "PAPI alpha".
+        value: its value, as text with units.
+        why: why the value is physically reasonable (and where it comes from).
+        apply: ``apply(point, factor) -> point`` with the parameter scaled by ``factor``
+            (only the points it affects need change).
+    """
+
+    name: str
+    value: str
+    why: str
+    apply: Callable[[Point, float], Point]
+
+
+class Reproduction:
+    """A paper's evaluation: subclass and fill in the four methods."""
+
+    #: short name (``papi``, ``pam``) and the paper's title, for the report.
+    name: str = ""
+    title: str = ""
+    #: what the reproduction leaves out or changes, as report bullets.
+    notes: list[str] = []
+
+    def points(self, quick: bool) -> list[Point]:
+        """Every point of the evaluation (``quick``: the reduced grid)."""
+        raise NotImplementedError
+
+    def headlines(self, rows: Sequence[dict[str, Any]]) -> list[Headline]:
+        """The headline numbers from finished rows (NaN where a needed row is missing)."""
+        raise NotImplementedError
+
+    def parameters(self) -> list[Parameter]:
+        """The open parameters, for the sensitivity table."""
+        return []
+
+    def sensitivity_points(self, quick: bool) -> list[Point]:
+        """The points over which the headlines are recomputed with each parameter at
+        +-25% (a subset of :meth:`points`, to keep the table affordable)."""
+        return self.points(quick)
+
+    def figures(self, rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+        """Draw the PNG figures into ``out``; returns their paths."""
+        return []
+
+
+# ------------------------------------------------------------------------------------------
+# running a reproduction and writing its folder
+
+SENSITIVITY_FACTORS = (0.75, 1.25)
+
+
+@dataclass
+class ReproductionResult:
+    """Everything a reproduction produced (also written to its output folder)."""
+
+    name: str
+    quick: bool
+    rows: list[dict[str, Any]]
+    headlines: list[Headline]
+    sensitivity: list[dict[str, Any]]
+    figures: list[Path]
+    out: Path
+    wall_s: float
+
+
+def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int | None = None,
+              progress: bool = False, sensitivity: bool = True) -> ReproductionResult:
+    """Run ``repro``'s grid (and its sensitivity runs) and write the output folder ``out``."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    points = repro.points(quick)
+    sens_base = repro.sensitivity_points(quick) if sensitivity else []
+    params = repro.parameters() if sensitivity else []
+    sens_points: list[Point] = []
+    for p in params:
+        for f in SENSITIVITY_FACTORS:
+            sens_points += [repro_apply(p, pt, f) for pt in sens_base]
+    all_rows = run_points([*points, *sens_base, *sens_points], jobs=jobs, progress=progress,
+                          description=f"reproduce {repro.name}")
+    rows = all_rows[:len(points)]
+    base_rows = all_rows[len(points):len(points) + len(sens_base)]
+    sens_rows = all_rows[len(points) + len(sens_base):]
+    headlines = repro.headlines(rows)
+    sens = _sensitivity_table(repro, params, base_rows, sens_rows, len(sens_base))
+    figures = repro.figures(rows, out)
+    wall = time.perf_counter() - t0
+    result = ReproductionResult(repro.name, quick, rows, headlines, sens, figures, out, wall)
+    _write(repro, result, params)
+    return result
+
+
+def repro_apply(param: Parameter, point: Point, factor: float) -> Point:
+    """``param.apply`` with the sensitivity labels added."""
+    return param.apply(point, factor).with_labels(param=param.name, factor=factor)
+
+
+def _sensitivity_table(repro: Reproduction, params: list[Parameter],
+                       base_rows: list[dict[str, Any]], sens_rows: list[dict[str, Any]],
+                       n: int) -> list[dict[str, Any]]:
+    base = {h.name: h.value for h in repro.headlines(base_rows)}
+    table = []
+    for i, p in enumerate(params):
+        for j, f in enumerate(SENSITIVITY_FACTORS):
+            chunk = sens_rows[(2 * i + j) * n:(2 * i + j + 1) * n]
+            for h in repro.headlines(chunk):
+                b = base.get(h.name, math.nan)
+                if not math.isfinite(b) or not math.isfinite(h.value) or b == 0:
+                    continue
+                table.append({"param": p.name, "factor": f, "headline": h.name,
+                              "base": b, "value": h.value,
+                              "change_pct": 100 * (h.value / b - 1)})
+    return table
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    return cols
+
+
+def _write(repro: Reproduction, res: ReproductionResult, params: list[Parameter]) -> None:
+    out = res.out
+    cols = _columns(res.rows)
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, restval="")
+        w.writeheader()
+        for r in res.rows:
+            w.writerow(r)
+    meta = {"reproduction": repro.name, "quick": res.quick, "wall_s": res.wall_s,
+            "python": platform.python_version(), "cpus": os.cpu_count()}
+    payload = {"meta": meta, "headlines": [h.to_dict() for h in res.headlines],
+               "parameters": [{"name": p.name, "value": p.value, "why": p.why} for p in params],
+               "sensitivity": res.sensitivity, "rows": res.rows}
+    (out / "results.json").write_text(json.dumps(to_jsonable(payload), indent=1))
+    (out / "report.md").write_text(render_report(repro, res, params))
+
+
+def _num(v: float, unit: str = "") -> str:
+    if not math.isfinite(v):
+        return "n/a"
+    s = f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    return f"{s}{unit}"
+
+
+def render_report(repro: Reproduction, res: ReproductionResult,
+                  params: list[Parameter]) -> str:
+    """The report as Markdown: headline table, gap causes, parameters, sensitivity, notes."""
+    lines = [f"# Reproducing {repro.title}", ""]
+    grid = "reduced grid (`--quick`)" if res.quick else "full grid"
+    n_err = sum(1 for r in res.rows if "error" in r)
+    lines += [f"{len(res.rows)} simulated points ({grid}), {res.wall_s:.0f} s wall on "
+              f"{os.cpu_count()} cores; every point is in `results.csv` / `results.json`."
+              + (f" {n_err} points failed and are listed there with their error." if n_err
+                 else ""), ""]
+    lines += ["## Headline numbers", "",
+              "| headline | paper | pimserve | pimserve / paper | within | source |",
+              "|---|---:|---:|---:|:---:|---|"]
+    for h in res.headlines:
+        mark = "yes" if h.within else f"**no** (±{h.tolerance:.0%})"
+        lines.append(f"| {h.name} | {_num(h.paper, h.unit)} | {_num(h.value, h.unit)} | "
+                     f"{_num(h.ratio)} | {mark} | {h.source} |")
+    gaps = [h for h in res.headlines if not h.within]
+    if gaps:
+        lines += ["", "### Causes of the gaps", ""]
+        for h in gaps:
+            lines.append(f"- **{h.name}** ({_num(h.value, h.unit)} vs {_num(h.paper, h.unit)}):"
+                         f" {h.cause or 'not yet explained.'}")
+    if params:
+        lines += ["", "## Parameters the paper leaves open", "",
+                  "| parameter | value | why it is reasonable |", "|---|---|---|"]
+        for p in params:
+            lines.append(f"| {p.name} | {p.value} | {p.why} |")
+    if res.sensitivity:
+        pnames = list(dict.fromkeys(s["param"] for s in res.sensitivity))
+        cell: dict[tuple[str, str], dict[float, float]] = {}
+        base: dict[str, float] = {}
+        for s in res.sensitivity:
+            cell.setdefault((s["headline"], s["param"]), {})[s["factor"]] = s["change_pct"]
+            base[s["headline"]] = s["base"]
+        lines += ["", "## Sensitivity: headline change (%) at -25% / +25% of each parameter", "",
+                  "Computed on the sensitivity subset of the grid (its base value is shown; it "
+                  "can differ from the full grid's headline).", "",
+                  "| headline | base | " + " | ".join(pnames) + " |",
+                  "|---|---:|" + "---:|" * len(pnames)]
+        for hname in dict.fromkeys(s["headline"] for s in res.sensitivity):
+            cells = []
+            for pname in pnames:
+                d = cell.get((hname, pname), {})
+                lo, hi = d.get(0.75), d.get(1.25)
+                cells.append(" / ".join("n/a" if v is None else f"{v:+.1f}" for v in (lo, hi)))
+            lines.append(f"| {hname} | {_num(base[hname])} | " + " | ".join(cells) + " |")
+    if repro.notes:
+        lines += ["", "## What this reproduction fixes or leaves out", ""]
+        lines += [f"- {n}" for n in repro.notes]
+    if res.figures:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{p.stem}]({p.name})" for p in res.figures]
+    errs = [r for r in res.rows if "error" in r]
+    if errs:
+        lines += ["", "## Points that did not run", ""]
+        for r in errs[:50]:
+            lab = ", ".join(f"{k}={r[k]}" for k in r if k in _LABEL_KEYS)
+            lines.append(f"- {lab}: {r['error']}")
+    return "\n".join(lines) + "\n"
