@@ -124,7 +124,7 @@ class TestPAPIQuick:
         assert data["parameters"] and data["sensitivity"]
         for p in papi_quick.figures:
             assert p.exists() and p.read_bytes()[:8] == PNG and p.stat().st_size > 10_000
-        assert len(papi_quick.figures) == 6
+        assert len(papi_quick.figures) == 7
 
     def test_report_has_every_headline_cause_and_the_sensitivity_table(self, papi_quick) -> None:
         text = (papi_quick.out / "report.md").read_text()
