@@ -40,3 +40,8 @@ class TraceError(PimserveError, ValueError):
 
 class ConfigurationError(PimserveError, ValueError):
     """A combination that cannot run: a model that does not fit, TLP 0, a negative rate."""
+
+
+class ResultError(PimserveError, ValueError):
+    """A results file that cannot be used: unreadable, not JSON, or not a run or compare
+    result; the message names the file and what is wrong or missing."""

@@ -329,9 +329,20 @@ def _summary_rows(r: Any) -> list[list[Any]]:
 @options_from(RunConfig)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="also write the result as JSON to this file")
+@click.option("--timeline", type=click.Path(dir_okay=False), default=None,
+              help="write a Perfetto / Chrome trace of iterations (see --timeline-steps) to "
+                   "this JSON file; open it in https://ui.perfetto.dev")
+@click.option("--timeline-steps", default=None, metavar="A:B",
+              help="iterations the timeline covers, A included, B excluded, from 0 "
+                   "[default: 0:50]")
+@click.option("--timeline-detail", type=click.Choice(["phases", "layers"]), default="phases",
+              show_default=True,
+              help="phases: one slice per phase summed over the decoder layers; layers: one "
+                   "per layer (large: use a short window)")
 @FORMAT
 def run(system: str, model: str, workload: str, trace: str | None, trace_format: str,
-        n_requests: int | None, rate_per_s: float | None, out: str | None, fmt: str,
+        n_requests: int | None, rate_per_s: float | None, out: str | None,
+        timeline: str | None, timeline_steps: str | None, timeline_detail: str, fmt: str,
         **kwargs: Any) -> None:
     """Serve a workload on one system and print throughput, latency, energy and breakdowns.
 
@@ -339,12 +350,31 @@ def run(system: str, model: str, workload: str, trace: str | None, trace_format:
     batches of 16, no speculation.
     """
     from pimserve.api import simulate
+    from pimserve.engine.config import DEFAULT_TIMELINE_STEPS, parse_steps
+    from pimserve.errors import ConfigurationError
     from pimserve.report.console import console, print_json, print_table
 
     opts = given(kwargs, RunConfig)
+    if timeline_steps is not None and timeline is None:
+        raise ConfigurationError("--timeline-steps needs --timeline PATH (the file to write)")
+    if timeline is not None:
+        opts["timeline_steps"] = (parse_steps(timeline_steps, "--timeline-steps")
+                                  if timeline_steps is not None else DEFAULT_TIMELINE_STEPS)
     with _progress_runner(fmt == "table" and console.is_terminal) as cb:
         r = simulate(system, model, workload, trace=trace, trace_format=trace_format,
                      n_requests=n_requests, rate_per_s=rate_per_s, progress=cb, **opts)
+    if timeline is not None:
+        from pimserve.report.timeline import write_timeline
+
+        n_slices = write_timeline(r, timeline, timeline_detail)
+        a, b = r.extra.pop("timeline")["window"]  # in its own file, not in the result
+        if fmt == "table":
+            console.print(
+                f"timeline: {n_slices} slices of iterations {a}..{b - 1} written to {timeline} "
+                "(open it in https://ui.perfetto.dev)" if b > a else
+                f"timeline: the run ended after {b} iterations, before the window; wrote an "
+                f"empty trace to {timeline}"
+            )
     if out:
         from pathlib import Path
 
@@ -577,6 +607,43 @@ def slo_search_cmd(system: str, model: str, workload: str, tpot_slo_ms: float,
                       "see the table's caption")
     for w in res.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
+
+
+# ------------------------------------------------------------------------------------------
+# plots
+# ------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="folder for the PNG files [default: RESULTS without .json, plus _plots]")
+@FORMAT
+def plot(results: str, out_dir: str | None, fmt: str) -> None:
+    """Draw the standard charts of a run or compare result (PNG files).
+
+    RESULTS is the JSON of `pimserve run --out FILE` (or `--format json`) or of `pimserve
+    compare --out FILE`. Charts: throughput, latency CDFs (TTFT, TPOT), time and energy
+    breakdowns, FC placement over time (needs --record-steps) and KV by tier (systems with
+    KV tiers); a chart the results cannot support is skipped with the reason.
+    """
+    from pathlib import Path
+
+    from pimserve.report.console import console, print_json, print_table
+    from pimserve.report.plots import load_results, plot_results
+
+    res = load_results(results)
+    src = Path(results)
+    folder = Path(out_dir) if out_dir else src.with_name(src.stem + "_plots")
+    report = plot_results(res, folder)
+    if fmt == "json":
+        print_json({"out": str(folder), "files": {k: str(v) for k, v in report.files.items()},
+                    "skipped": report.skipped})
+        return
+    rows = [[k, str(v)] for k, v in report.files.items()]
+    rows += [[k, f"skipped: {why}"] for k, why in report.skipped.items()]
+    what = f"{len(res.runs)} runs" if res.kind == "compare" else f"run of {res.runs[0][0]}"
+    print_table(f"plots of {src.name} ({what})", ["chart", "file"], rows)
+    if not report.files:
+        console.print("[yellow]warning:[/yellow] no chart could be drawn")
 
 
 # Commands that live in their own modules register themselves on import.

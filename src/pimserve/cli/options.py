@@ -35,8 +35,9 @@ def options_from(model: type[BaseModel], skip: tuple[str, ...] = ()) -> Callable
 
     def deco(f: Callable) -> Callable:
         for name, field in reversed(list(model.model_fields.items())):
-            if name in skip:
-                continue
+            extra = field.json_schema_extra
+            if name in skip or (isinstance(extra, dict) and extra.get("cli") is False):
+                continue  # cli False: the command gives the field its own option
             typ, is_flag = _click_type(field.annotation)
             default = field.default if field.default is not None else "none"
             help_ = f"{field.description or ''} [default: {default}]"

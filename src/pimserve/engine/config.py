@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from pimserve.errors import ConfigurationError
 from pimserve.specs.base import Spec
+
+DEFAULT_TIMELINE_STEPS = (0, 50)
+"""Iterations a timeline covers when none are given: the first 50."""
+
+
+def parse_steps(value: Any, what: str = "timeline_steps") -> tuple[int, int]:
+    """A half-open iteration window ``(A, B)`` from ``"A:B"`` or a pair of integers.
+
+    Iterations are counted from 0; ``0 <= A < B``. Raises ConfigurationError naming ``what``
+    and the accepted form otherwise.
+    """
+    form = f"{what} must be A:B with whole numbers 0 <= A < B (iterations from 0, B excluded)"
+    if isinstance(value, str):
+        parts = value.strip().split(":")
+        if len(parts) != 2:
+            raise ConfigurationError(f"{form}; got '{value}'")
+        try:
+            a, b = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise ConfigurationError(f"{form}; got '{value}'") from None
+    elif isinstance(value, list | tuple) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        a, b = int(value[0]), int(value[1])
+    else:
+        raise ConfigurationError(f"{form}; got {value!r}")
+    if a < 0 or b <= a:
+        raise ConfigurationError(f"{form}; got {a}:{b}")
+    return a, b
 
 
 class RunConfig(Spec):
@@ -65,3 +95,16 @@ class RunConfig(Spec):
         False, description="keep a per-iteration log (time, RLP, TLP, FC placement) in the result"
     )
     max_iterations: int | None = Field(None, gt=0, description="stop after this many iterations")
+    timeline_steps: tuple[int, int] | None = Field(
+        None,
+        description="record the schedule of iterations A..B-1 for a timeline (`A:B` or a pair)",
+        json_schema_extra={"cli": False},  # `pimserve run --timeline PATH --timeline-steps A:B`
+    )
+
+    @field_validator("timeline_steps", mode="before")
+    @classmethod
+    def _window(cls, v: Any) -> tuple[int, int] | None:
+        try:
+            return None if v is None else parse_steps(v)
+        except ConfigurationError as err:
+            raise ValueError(str(err)) from None

@@ -43,6 +43,12 @@ class FCPart:
     gpu_flops: float
     flops: float
     placements: tuple[tuple[str, str], ...]  # (kernel group, target)
+    gpu_j: float = 0.0  # energy of the FC kernels on the GPUs, J
+    pim_j: float = 0.0  # energy of the FC kernels on FC-PIM, J
+    comm_j: float = 0.0  # energy of the tensor-parallel all-reduces, J
+    # per kernel, in the layer's order: (kernel, group, target, time s, FLOPs, bytes moved);
+    # memoised with the part, read only by the timeline
+    kernels: tuple[tuple[str, str, str, float, float, float], ...] = ()
 
 
 @dataclass
@@ -58,6 +64,12 @@ class StepCost:
     other_s: float = 0.0
     fc_gpu_flops: float = 0.0
     fc_flops: float = 0.0
+    # energy by the same parts as the time (they add up to energy_j), J
+    fc_gpu_j: float = 0.0
+    fc_pim_j: float = 0.0
+    attention_j: float = 0.0
+    communication_j: float = 0.0
+    other_j: float = 0.0
 
 
 class IterationPricer:
@@ -120,17 +132,25 @@ class IterationPricer:
         for k in kernels:
             by_group.setdefault(k.group, []).append(k)
         time = energy = gpu_s = pim_s = comm = gpu_flops = flops = 0.0
+        gpu_j = pim_j = comm_j = 0.0
         placements = []
+        kernel_s: dict[int, tuple[str, float]] = {}  # id(kernel) -> (target, time s)
         for gname, ks in by_group.items():
             costs: dict[str, Cost] = {}
+            each: dict[str, list[float]] = {}
 
-            def price(target: str, ks: list[FCKernel] = ks, costs: dict = costs) -> float:
+            def price(target: str, ks: list[FCKernel] = ks, costs: dict = costs,
+                      each: dict = each) -> float:
                 if target not in costs:
                     g = groups[target]
                     c = Cost(0.0, 0.0)
+                    ts = []
                     for k in ks:
-                        c = c + g.fc(k)
+                        ck = g.fc(k)
+                        c = c + ck
+                        ts.append(float(ck.time_s))
                     costs[target] = c
+                    each[target] = ts
                 return float(costs[target].time_s)
 
             if prefill and GPU in groups:
@@ -148,9 +168,17 @@ class IterationPricer:
             if target == GPU:
                 gpu_s += t
                 gpu_flops += f
+                gpu_j += float(c.energy_j)
             else:
                 pim_s += t
+                pim_j += float(c.energy_j)
             placements.append((gname, target))
+            for k, tk in zip(ks, each[target], strict=True):
+                kernel_s[id(k)] = (target, tk)
+        per_kernel = tuple(
+            (k.name, k.group, *kernel_s[id(k)], float(k.flops), float(k.bytes_total))
+            for k in kernels
+        )
         if layer:
             # tensor-parallel all-reduce after the output projection and after the FFN: the FC
             # outputs are split over the TP domains wherever the FC ran (GPU or its FC-PIM)
@@ -159,7 +187,9 @@ class IterationPricer:
             comm += 2 * ar_s
             time += 2 * ar_s
             energy += 2 * ar_j
-        return FCPart(time, energy, gpu_s, pim_s, comm, gpu_flops, flops, tuple(placements))
+            comm_j += 2 * ar_j
+        return FCPart(time, energy, gpu_s, pim_s, comm, gpu_flops, flops, tuple(placements),
+                      gpu_j, pim_j, comm_j, per_kernel)
 
     def decode_transfers(self, m_dec: int) -> tuple[float, float]:
         """Q/K/V of ``m_dec`` decode tokens to the attention devices and outputs back (s, J)."""
@@ -226,6 +256,7 @@ class IterationPricer:
         expert_tokens: tuple[int, ...] | None = None,
         kv_step: KVStep | None = None,
         kv_write_s: float = 0.0,
+        trace: dict[str, Any] | None = None,
     ) -> StepCost:
         """Price one iteration: decode requests (``tlp`` tokens each, attending
         ``dec_context``) and prefill chunks (``pre_q`` tokens attending ``pre_context``).
@@ -233,6 +264,9 @@ class IterationPricer:
         Systems with KV tiers price decode attention in their :class:`KVHierarchy` and pass
         its result as ``kv_step`` (all layers), with ``kv_write_s`` for new KV written to the
         lower tiers; migrations overlap the iteration (the step takes the longer of the two).
+
+        With ``trace`` (a dict, for the timeline only) the iteration's schedule is written into
+        it as plain data (see :meth:`_trace`); without it nothing extra is computed.
         """
         n_dec = int(dec_context.size)
         m_dec = n_dec * tlp
@@ -253,7 +287,8 @@ class IterationPricer:
             et = tuple(-(-e // pp) for e in expert_tokens) if expert_tokens else expert_tokens
             f1 = self.fc_layer(mb, prefill, et)
             fc = replace(f1, energy_j=f1.energy_j * pp, gpu_flops=f1.gpu_flops * pp,
-                         flops=f1.flops * pp)
+                         flops=f1.flops * pp, gpu_j=f1.gpu_j * pp, pim_j=f1.pim_j * pp,
+                         comm_j=f1.comm_j * pp)
         else:
             fc = self.fc_layer(m_tok, prefill, expert_tokens)
         head = self.lm_head(m_dec + int(pre_q.size), prefill)
@@ -268,8 +303,11 @@ class IterationPricer:
             x_s, x_j = self.decode_transfers(m_dec)
             comm_s += x_s
             comm_j += x_j
+        dec_attn_s = attn_s
+        pre_part: tuple[float, GroupModel] | None = None
         if prefill:
             p_s, p_j, g = self.prefill_attention(pre_q, pre_context)
+            pre_part = (p_s, g)
             attn_s += p_s
             attn_j += p_j
             if g is not link_group and link_group.link is not None:  # KV written to PIM
@@ -291,11 +329,170 @@ class IterationPricer:
             sc.communication_s += kv_step.migration_s - sc.time_s  # migration not hidden
             sc.time_s = kv_step.migration_s
         sc.energy_j = L * (fc.energy_j + attn_j + comm_j) + head.energy_j + other_j
+        sc.fc_gpu_j = L * fc.gpu_j + head.gpu_j
+        sc.fc_pim_j = L * fc.pim_j + head.pim_j
+        sc.attention_j = L * attn_j
+        sc.communication_j = L * (fc.comm_j + comm_j) + head.comm_j
+        sc.other_j = other_j
         # PAPI's placement metric counts decode work: the decode tokens' share of the FC FLOPs
         dec_share = m_dec / m_tok
         sc.fc_gpu_flops = dec_share * (L * fc.gpu_flops + head.gpu_flops)
         sc.fc_flops = dec_share * (L * fc.flops + head.flops)
+        if trace is not None:
+            self._trace(trace, fc, head, dec_context, tlp, pre_q, dec_attn_s, pre_part,
+                        kv_step, other_s)
         return sc
+
+    # ---------------------------------------------------------------- timeline
+    def track_of(self, g: GroupModel) -> str:
+        """The timeline track of a device group: its role, or ``tier:<label>`` for a KV tier."""
+        return f"tier:{g.tier}" if g.role == "kv_tier" and g.tier else g.role
+
+    def _fc_slices(
+        self, kernels: tuple[tuple[str, str, str, float, float, float], ...], t: float,
+        out: list[list[Any]], work: float = 1.0,
+    ) -> float:
+        """Append FC slices (one per placement group; QKV and the output projection apart) to
+        ``out`` from offset ``t`` (s); returns the offset after them. ``work`` scales the
+        FLOPs and bytes reported (pipeline micro-batches)."""
+        groups = self.built.fc_groups
+        i = 0
+        while i < len(kernels):
+            name, group, target, dur, flops, nbytes = kernels[i]
+            names = [name]
+            j = i + 1
+            if group != "attn_fc":  # a placement group's kernels run back to back
+                while j < len(kernels) and kernels[j][1] == group:
+                    dur += kernels[j][3]
+                    flops += kernels[j][4]
+                    nbytes += kernels[j][5]
+                    names.append(kernels[j][0])
+                    j += 1
+                name = group
+            i = j
+            if dur > 0:
+                out.append([self.track_of(groups[target]), name, t, dur,
+                            {"on": target, "kernels": names, "flops": flops * work,
+                             "bytes": nbytes * work}])
+                t += dur
+        return t
+
+    def _trace(
+        self, trace: dict[str, Any], fc: FCPart, head: FCPart, dec_context: np.ndarray, tlp: int,
+        pre_q: np.ndarray, dec_attn_s: float, pre_part: tuple[float, GroupModel] | None,
+        kv_step: KVStep | None, other_s: float,
+    ) -> None:
+        """Write one iteration's schedule into ``trace`` as plain data, as :meth:`step` priced
+        it (the parts it adds up run one after another; KV tiers and migration run alongside).
+
+        Reads from ``trace`` (given by the engine for KV-tier systems): ``tiers`` (tier labels,
+        in the order of ``kv_step.by_tier_s``), ``kv_write`` (``[tier, bytes, s]`` of new KV
+        written to lower tiers), ``migrated_bytes``, ``merge_track`` and ``offload``. Writes:
+        ``n_layers``; ``layer`` (one decoder layer's slices ``[track, name, offset s, duration
+        s, args]``, offsets from the layer's start; every layer is alike); ``layer_s`` (one
+        layer's time); ``layers_start_s`` (offset of the first layer in the iteration); and
+        ``slices`` (the iteration's other slices, offsets from the iteration's start).
+        """
+        m = self.model
+        L = m.n_layers
+        n_dec = int(dec_context.size)
+        m_dec = n_dec * tlp
+        m_pre = int(pre_q.sum()) if pre_q.size else 0
+        layer: list[list[Any]] = []
+        it: list[list[Any]] = []
+        before = tuple(k for k in fc.kernels if k[0] == "qkv")
+        after = tuple(k for k in fc.kernels if k[0] != "qkv")
+        # ---- one decoder layer
+        pp = self.built.spec.pipeline_parallel
+        t = self._fc_slices(before, 0.0, layer, pp)
+        g = self.attn_group
+        link_track = "link:attn"
+        x_in = x_out = 0.0
+        if n_dec and g.link is not None:
+            b_in, b_out = m_dec * self._qkv_bytes_per_token, m_dec * self._out_bytes_per_token
+            x_in, x_out = float(g.transfer(b_in).time_s), float(g.transfer(b_out).time_s)
+            layer.append([link_track, "qkv-transfer", t, x_in, {"bytes": b_in}])
+            t += x_in
+        if n_dec:
+            ctx = {"kv_tokens_mean": float(dec_context.mean()),
+                   "kv_tokens_max": int(dec_context.max())}
+            if kv_step is None:
+                layer.append([self.track_of(g), "attention", t, dec_attn_s,
+                              {"requests": n_dec, **ctx}])
+            else:
+                tiers = trace.get("tiers", [])
+                per_tier = np.asarray(kv_step.by_tier_s) / L
+                longest = float(per_tier.max()) if per_tier.size else 0.0
+                for label, d in zip(tiers, per_tier.tolist(), strict=False):
+                    if d > 0:
+                        layer.append([f"tier:{label}", "attention", t, d,
+                                      {"tier": label, "requests": n_dec, **ctx}])
+                rest = dec_attn_s - longest
+                if rest > 1e-15 * max(dec_attn_s, 1e-30):
+                    if trace.get("offload"):
+                        layer.append(["link:kv-fetch", "kv-fetch", t, dec_attn_s,
+                                      {"note": "offloaded KV fetched to the GPU (overlaps its "
+                                       "attention)"}])
+                    else:
+                        layer.append([trace.get("merge_track", self.track_of(g)),
+                                      "attention-merge", t + longest, rest,
+                                      {"note": "partial results to the merging device and "
+                                       "their reduction, after the slowest tier"}])
+            t += dec_attn_s
+        if pre_part is not None:
+            p_s, pg = pre_part
+            layer.append([self.track_of(pg), "prefill-attention", t, p_s,
+                          {"requests": int(pre_q.size), "tokens": m_pre}])
+            t += p_s
+            if pg is not g and g.link is not None:
+                nb = m_pre * self._kv_bytes_per_token_layer
+                d = float(g.transfer(nb).time_s)
+                layer.append([link_track, "prefill-kv-write", t, d, {"bytes": nb}])
+                t += d
+        if x_out > 0:
+            layer.append([link_track, "out-transfer", t, x_out,
+                          {"bytes": m_dec * self._out_bytes_per_token}])
+            t += x_out
+        ar = fc.comm_s / 2
+        ar_bytes = (m_dec + m_pre) * m.hidden_size * m.dtype_bytes
+        proj = tuple(k for k in after if k[1] == "attn_fc")
+        rest_k = tuple(k for k in after if k[1] != "attn_fc")
+        t = self._fc_slices(proj, t, layer, pp)
+        for part in (rest_k, None):
+            if ar > 0:
+                layer.append(["link:allreduce", "allreduce", t, ar,
+                              {"bytes": ar_bytes, "tp": self.built.spec.tensor_parallel}])
+                t += ar
+            if part is not None:
+                t = self._fc_slices(part, t, layer, pp)
+        trace["n_layers"] = L
+        trace["layer"] = layer
+        trace["layer_s"] = t
+        # ---- the iteration around the layers
+        t0 = 0.0
+        if other_s > 0:
+            on = self.track_of(self.built.gpu or self.built.attention_group)
+            it.append([on, "draft", 0.0, other_s, {"passes": tlp - 1, "requests": n_dec}])
+            t0 = other_s
+        trace["layers_start_s"] = t0
+        t = t0 + L * trace["layer_s"]
+        t = self._fc_slices(head.kernels, t, it)
+        if kv_step is not None:
+            if kv_step.communication_s > 0:
+                it.append(["link:kv-fetch", "kv-fetch-stall", t, kv_step.communication_s,
+                           {"note": "offloaded KV fetch not hidden behind attention"}])
+                t += kv_step.communication_s
+            for label, nbytes, d in trace.get("kv_write", []):
+                if d > 0:
+                    it.append(["link:kv-write", "kv-write", t, d, {"tier": label,
+                                                                   "bytes": nbytes}])
+                    t += d
+            if kv_step.migration_s > 0:
+                it.append(["link:kv-migration", "kv-migration", 0.0, kv_step.migration_s,
+                           {"bytes": trace.get("migrated_bytes", 0.0),
+                            "exposed_s": max(0.0, kv_step.migration_s - t)}])
+        trace["slices"] = it
+        trace["serial_s"] = t
 
     def _draft(self, n_dec: int, tlp: int) -> tuple[float, float]:
         """Draft model: ``tlp - 1`` sequential single-token passes on the GPUs (FC only)."""

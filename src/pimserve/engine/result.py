@@ -22,6 +22,22 @@ def summary(values: np.ndarray, scale: float = 1.0) -> dict[str, float | None]:
     }
 
 
+QUANTILE_LEVELS: tuple[float, ...] = (*range(0, 100), 99.5, 99.9, 100.0)
+"""Percent levels of ``extra["latency_quantiles"]``: every percent, then the far tail."""
+
+
+def latency_quantiles(**values: np.ndarray) -> dict[str, list[float] | None]:
+    """Quantiles of each named array at :data:`QUANTILE_LEVELS` (its empirical distribution,
+    in the array's own unit; None when empty): a fixed-size stand-in for the per-request
+    arrays, enough to draw their CDFs. ``levels`` holds the percent levels."""
+    out: dict[str, list[float] | None] = {"levels": [float(q) for q in QUANTILE_LEVELS]}
+    for name, v in values.items():
+        a = np.asarray(v, dtype=np.float64)
+        a = a[np.isfinite(a)]
+        out[name] = np.percentile(a, QUANTILE_LEVELS).tolist() if a.size else None
+    return out
+
+
 @dataclass
 class RunResult:
     """Metrics of one run. Times in seconds unless the name says ms; energy in joules."""
@@ -51,6 +67,7 @@ class RunResult:
     mean_rlp: float
     mean_tlp: float
     wall_time_s: float
+    energy_breakdown_j: dict[str, float] = field(default_factory=dict)
     kv_bytes_by_tier: dict[str, float] = field(default_factory=dict)
     attention_time_by_tier_s: dict[str, float] = field(default_factory=dict)
     migrated_bytes: float = 0.0

@@ -22,7 +22,7 @@ from pimserve.engine.calibration import calibrate_alpha
 from pimserve.engine.config import RunConfig
 from pimserve.engine.kv import KVHierarchy
 from pimserve.engine.pricing import IterationPricer, StepCost
-from pimserve.engine.result import RunResult, summary
+from pimserve.engine.result import RunResult, latency_quantiles, summary
 from pimserve.engine.system import BuiltSystem
 from pimserve.errors import ConfigurationError
 from pimserve.policies.fc_placement import FC_PLACEMENT
@@ -202,7 +202,14 @@ class Simulator:
         steps: dict[str, list] | None = None
         if cfg.record_steps:
             steps = {k: [] for k in ("start_s", "time_s", "rlp", "prefill_tokens", "tlp",
-                                     "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s")}
+                                     "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s",
+                                     "tokens")}
+            if kvh is not None:
+                for t in kvh.tiers:
+                    steps[f"kv_bytes_{t.label}"] = []
+        # timeline: iterations tl_lo .. tl_hi - 1 record their schedule (nothing otherwise)
+        tl_lo, tl_hi = cfg.timeline_steps or (-1, -1)
+        timeline: list[dict] = []
 
         while True:
             while next_ptr < len(order) and arrival[order[next_ptr]] <= now:
@@ -280,17 +287,25 @@ class Simulator:
             m_tok = dec.size * tlp + int(chunks.sum())
             kv_step = None
             kv_write_s = 0.0
+            trace = {} if tl_lo <= it_count < tl_hi else None
+            if trace is not None and kvh is not None:
+                kv_before = (kvh.written_bytes.copy(), kvh.migrated_bytes)
             if kvh is not None:
                 kv_write_s = kvh.reserve(
                     np.concatenate([pre, dec]), np.concatenate([kv[pre] + chunks, kv[dec] + tlp])
                 )
                 kv_step = kvh.step(dec, kv[dec] + tlp, tlp)
+                if trace is not None:
+                    trace.update(self._kv_trace(*kv_before, kv_write_s))
             cost = self.pricer.step(
                 kv[dec] + tlp, tlp, chunks, pre_done[pre] + chunks, self._route(m_tok),
-                kv_step, kv_write_s,
+                kv_step, kv_write_s, trace,
             )
             if not cost.time_s > 0:
                 raise AssertionError(f"iteration priced at {cost.time_s} s")  # pragma: no cover
+            if trace is not None:
+                timeline.append(self._timeline_entry(trace, it_count, now, cost.time_s,
+                                                     int(dec.size), tlp, chunks))
             if steps is not None:
                 steps["start_s"].append(now)
                 steps["time_s"].append(cost.time_s)
@@ -301,16 +316,31 @@ class Simulator:
                 steps["fc_pim_s"].append(cost.fc_pim_s)
                 steps["attention_s"].append(cost.attention_s)
                 steps["communication_s"].append(cost.communication_s)
+                if kvh is not None:
+                    for t in kvh.tiers:
+                        steps[f"kv_bytes_{t.label}"].append(t.used * kvh.block_bytes)
             now += cost.time_s
             it_count += 1
-            for f in ("energy_j", "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s",
-                      "other_s", "fc_gpu_flops", "fc_flops"):
-                setattr(acc, f, getattr(acc, f) + getattr(cost, f))
+            acc.energy_j += cost.energy_j
+            acc.fc_gpu_s += cost.fc_gpu_s
+            acc.fc_pim_s += cost.fc_pim_s
+            acc.attention_s += cost.attention_s
+            acc.communication_s += cost.communication_s
+            acc.other_s += cost.other_s
+            acc.fc_gpu_flops += cost.fc_gpu_flops
+            acc.fc_flops += cost.fc_flops
+            acc.fc_gpu_j += cost.fc_gpu_j
+            acc.fc_pim_j += cost.fc_pim_j
+            acc.attention_j += cost.attention_j
+            acc.communication_j += cost.communication_j
+            acc.other_j += cost.other_j
             rlp_sum += dec.size
             kv_tok_sum += int(kv[running].sum())
             tlp_sum += dec.size * tlp
 
             # ---- state updates
+            if steps is not None:
+                gen_before = int(gen[running].sum())
             if pre.size:
                 pre_done[pre] += chunks
                 kv[pre] += chunks
@@ -324,6 +354,8 @@ class Simulator:
                 produced = np.minimum(produced, out[dec] - gen[dec])
                 gen[dec] += produced
                 kv[dec] += produced
+            if steps is not None:
+                steps["tokens"].append(int(gen[running].sum()) - gen_before)
             done_mask = gen[running] >= out[running]
             if done_mask.any():
                 fin = running[done_mask]
@@ -346,17 +378,118 @@ class Simulator:
                 "KV would not fit"
             )
         self._kv_mean_bytes = kv_tok_sum / max(it_count, 1) * model.kv_bytes_per_token
+        tl_record = self._timeline(timeline, it_count) if cfg.timeline_steps else None
         result = self._result(
             status, gen, out, arrival, t_first, t_done, reasons, truncated, preemptions,
             it_count, now, acc, rlp_sum, tlp_sum, time.perf_counter() - wall0,
         )
         if steps is not None:
             result.extra["steps"] = steps
+        if tl_record is not None:
+            result.extra["timeline"] = tl_record
         if kvh is not None:
             summ = kvh.summary()
             result.extra["kv_peak_bytes_by_tier"] = summ["kv_peak_bytes_by_tier"]
             result.extra["kv_policy"] = summ["kv_policy"]
         return result
+
+    # ------------------------------------------------------------------ timeline
+    def _kv_trace(self, written0: np.ndarray, migrated0: float, kv_write_s: float) -> dict:
+        """What the pricer's trace needs from the KV hierarchy for one step (timeline only):
+        tier labels, new KV written to each lower tier (``[tier, bytes, s]``, the seconds
+        sharing ``kv_write_s`` by each tier's link time), migrated bytes, where partial
+        attention results merge, and whether some tier is offloaded (fetched, not computing)."""
+        kvh = self.kvh
+        assert kvh is not None
+        labels = [t.label for t in kvh.tiers]
+        writes = []
+        for k in range(1, kvh.n_tiers):
+            nb = float(kvh.written_bytes[k] - written0[k])
+            if nb > 0:
+                writes.append([labels[k], nb, kvh.tiers[k].link_time(nb)])
+        total = sum(w[2] for w in writes)
+        for w in writes:  # the engine's sum, split in proportion (identical up to rounding)
+            w[2] = kv_write_s * w[2] / total if total > 0 else 0.0
+        first = f"tier:{labels[0]}"
+        return {
+            "tiers": labels,
+            "kv_write": writes,
+            "migrated_bytes": float(kvh.migrated_bytes - migrated0),
+            "merge_track": first if kvh.pamattention or self.built.gpu is None else "gpu",
+            "offload": any(not t.compute for t in kvh.tiers),
+        }
+
+    @staticmethod
+    def _timeline_entry(trace: dict, index: int, start_s: float, time_s: float, rlp: int,
+                        tlp: int, chunks: np.ndarray) -> dict:
+        """One iteration of the timeline record (plain data; see :meth:`_timeline`)."""
+        return {
+            "index": index,
+            "start_s": start_s,
+            "time_s": time_s,
+            "rlp": rlp,
+            "tlp": tlp,
+            "prefill_requests": int(chunks.size),
+            "prefill_tokens": int(chunks.sum()),
+            "layers_start_s": trace.get("layers_start_s", 0.0),
+            "layer_s": trace.get("layer_s", 0.0),
+            "layer": trace.get("layer", []),
+            "slices": trace.get("slices", []),
+        }
+
+    def _timeline_tracks(self) -> dict[str, str]:
+        """Timeline track ids -> names, in display order: the iterations, each device group,
+        then the links."""
+        b = self.built
+        tracks = {"iteration": "Iterations"}
+        if b.gpu is not None:
+            tracks["gpu"] = f"GPU ({b.gpu.name})"
+        if b.fc_pim is not None:
+            tracks["fc_pim"] = f"FC-PIM ({b.fc_pim.name})"
+        if b.attn is not None:
+            tracks["attn"] = f"Attn-PIM ({b.attn.name})"
+        if self.kvh is not None:
+            for t in self.kvh.tiers:
+                what = "KV tier" if t.compute else "KV tier (memory only)"
+                tracks[f"tier:{t.label}"] = f"{what} {t.label} ({t.group.name})"
+        g = b.attention_group
+        if g.link is not None:
+            tracks["link:attn"] = (f"Link FC side <-> attention ({g.count}x "
+                                   f"{g.link.spec.name})")
+        if b.spec.tensor_parallel > 1:
+            tracks["link:allreduce"] = (f"Link tensor-parallel all-reduce "
+                                        f"(TP {b.spec.tensor_parallel})")
+        if self.kvh is not None and self.kvh.n_tiers > 1:
+            if any(t.group.link is not None for t in self.kvh.tiers[1:]):
+                tracks["link:kv-write"] = "Link KV writes to lower tiers"
+            if any(not t.compute for t in self.kvh.tiers):
+                tracks["link:kv-fetch"] = "Link KV fetch (offloaded tiers)"
+            if self.kvh.scheduling:
+                tracks["link:kv-migration"] = "Link KV migration (between tiers)"
+        return tracks
+
+    def _timeline(self, iterations: list[dict], it_count: int) -> dict:
+        """The timeline record: plain data that :mod:`pimserve.report.timeline` turns into a
+        trace. ``iterations[i]`` holds the iteration's start and time (s), RLP, TLP, prefill
+        work, and its slices ``[track, name, offset s, duration s, args]``: ``layer`` for one
+        decoder layer (offsets from the layer's start; ``n_layers`` alike layers of
+        ``layer_s`` each run from ``layers_start_s``) and ``slices`` for the rest (offsets
+        from the iteration's start)."""
+        assert self.cfg.timeline_steps is not None
+        a, b = self.cfg.timeline_steps
+        if a >= it_count:
+            self.warnings.append(
+                f"timeline window {a}:{b} starts after the run's {it_count} iterations; the "
+                "timeline is empty"
+            )
+        return {
+            "system": self.system.name,
+            "model": self.model.name,
+            "window": [a, min(b, it_count)],
+            "n_layers": self.model.n_layers,
+            "tracks": self._timeline_tracks(),
+            "iterations": iterations,
+        }
 
     # ------------------------------------------------------------------ results
     def _result(self, status, gen, out, arrival, t_first, t_done, reasons, truncated,
@@ -372,6 +505,13 @@ class Simulator:
             "attention": acc.attention_s,
             "communication": acc.communication_s,
             "other": acc.other_s,
+        }
+        energy = {
+            "fc_gpu": acc.fc_gpu_j,
+            "fc_pim": acc.fc_pim_j,
+            "attention": acc.attention_j,
+            "communication": acc.communication_j,
+            "other": acc.other_j,
         }
         cfg = self.cfg.model_dump()
         cfg.update(batching=self.batching, fc_placement=self.policy_name, alpha=self.alpha,
@@ -398,6 +538,7 @@ class Simulator:
             energy_j=acc.energy_j,
             energy_per_token_j=acc.energy_j / tokens if tokens else math.nan,
             time_breakdown_s=breakdown,
+            energy_breakdown_j=energy,
             fc_on_gpu_fraction=acc.fc_gpu_flops / acc.fc_flops if acc.fc_flops else 0.0,
             mean_rlp=rlp_sum / iterations if iterations else 0.0,
             mean_tlp=tlp_sum / rlp_sum if rlp_sum else 0.0,
@@ -406,7 +547,10 @@ class Simulator:
             warnings=list(self.warnings),
             extra={"kv_capacity_gb": self.kv_blocks_total * self.block_tokens
                    * self.model.kv_bytes_per_token / 1e9,
-                   "kv_blocks_total": self.kv_blocks_total},
+                   "kv_blocks_total": self.kv_blocks_total,
+                   "latency_quantiles": latency_quantiles(
+                       ttft_ms=(t_first[done] - arrival[done]) * 1e3, tpot_ms=tpot * 1e3,
+                       latency_s=t_done[done] - arrival[done])},
             **self._kv_fields(acc),
         )
 
