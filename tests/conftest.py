@@ -17,6 +17,6 @@ def papi_quick(tmp_path_factory: pytest.TempPathFactory) -> ReproductionResult:
 @pytest.fixture(scope="session")
 def pam_quick(tmp_path_factory: pytest.TempPathFactory) -> ReproductionResult:
     """`pimserve reproduce pam --quick` (with its sensitivity table), written to a temporary
-    folder once per session (about 1.5 min on 2 cores)."""
+    folder once per session (about 2 min on 2 cores)."""
     out = tmp_path_factory.mktemp("reproduce-pam")
     return reproduce(REPRODUCTIONS.get("pam")(), out, quick=True)

@@ -107,6 +107,8 @@ class WorkloadPreset:
         default_rate_per_s: the default rate (requests/s) for poisson/gamma, else None.
         cv: inter-arrival coefficient of variation for ``"gamma"``.
         data_key: the stored data set the lengths come from (see :func:`stored_lengths`).
+        expected_means: (prompt, output) mean tokens of a synthetic preset's distributions,
+            for listings (None: from ``data_key``'s statistics).
         lengths: ``(n, rng) -> (prompt int64[n], output int64[n])`` in tokens.
     """
 
@@ -118,6 +120,7 @@ class WorkloadPreset:
     default_rate_per_s: float | None = None
     cv: float | None = None
     data_key: str | None = None
+    expected_means: tuple[float, float] | None = None
 
     def arrival_description(self, rate_per_s: float | None = None) -> str:
         """How requests arrive, in words (for sources and listings)."""
@@ -275,6 +278,122 @@ _register(WorkloadPreset(
 ))  # fmt: skip
 
 
+# -- PAM's data sets (arXiv 2602.11521 section 7.1), synthetic ----------------------------------
+# PAM names its data sets but the repo ships none of them; these presets draw lengths with the
+# paper's stated means. What the paper states [R] (facts/pam.md section 5):
+#   online (ShareGPT, WildChat, HumanEval): mean input/output 183/299 tokens; mean context
+#   (input + output) 738 for WildChat and 534 for ShareGPT;
+#   offline (Arxiv_sum, Write_doc = HF lancexiao/write_doc_sft_v1): sequences of 1,500-8,000.
+# Everything else is inferred [INF]:
+#   - 183/299 is taken as the unweighted mean of the three data sets' means, so HumanEval's
+#     mean context is 3 x (183 + 299) - 738 - 534 = 174 tokens;
+#   - a HumanEval prompt is a Python signature plus docstring (~130 tokens), so its output,
+#     a short function body, is 174 - 130 = 44 tokens;
+#   - the rest, input 3 x 183 - 130 = 419 and output 3 x 299 - 44 = 853, is shared by ShareGPT
+#     (534) and WildChat (738) with the same output share 853 / 1272 = 0.671: WildChat input
+#     243, output 495 (ShareGPT would be 176 / 358; the `sharegpt` preset keeps its own
+#     published vLLM-filter statistics, 111 / 320, context 431);
+#   - shapes: lognormals with the `sharegpt` preset's mean/median ratios (input 111/31, output
+#     320/282) for the chat sets, milder skew for code prompts; WildChat is filtered like
+#     ShareGPT (input <= 1024, input + output <= 2048) so that OPT-175B (2048 positions) can
+#     serve every request.
+PAM_ONLINE_INPUT_MEAN = 183       # PAM 7.1 [R]: mean input tokens over the online data sets
+PAM_ONLINE_OUTPUT_MEAN = 299      # PAM 7.1 [R]: mean output tokens over the online data sets
+WILDCHAT_CONTEXT_MEAN = 738       # PAM 7.1 [R]: mean context of WildChat
+PAM_SHAREGPT_CONTEXT_MEAN = 534   # PAM 7.1 [R]: mean context of ShareGPT
+HUMANEVAL_CONTEXT_MEAN = (3 * (PAM_ONLINE_INPUT_MEAN + PAM_ONLINE_OUTPUT_MEAN)
+                          - WILDCHAT_CONTEXT_MEAN - PAM_SHAREGPT_CONTEXT_MEAN)  # [INF] = 174
+HUMANEVAL_INPUT_MEAN = 130        # [INF] signature + docstring of a HumanEval task, ~130 tokens
+HUMANEVAL_INPUT_MEDIAN = 115      # [INF] mildly right-skewed (a few long docstrings)
+HUMANEVAL_OUTPUT_MEAN = HUMANEVAL_CONTEXT_MEAN - HUMANEVAL_INPUT_MEAN  # [INF] = 44 tokens
+HUMANEVAL_OUTPUT_MEDIAN = 35      # [INF] short function bodies, right-skewed
+_CHAT_INPUT = 3 * PAM_ONLINE_INPUT_MEAN - HUMANEVAL_INPUT_MEAN     # [INF] 419: ShareGPT + WildChat
+_CHAT_OUTPUT = 3 * PAM_ONLINE_OUTPUT_MEAN - HUMANEVAL_OUTPUT_MEAN  # [INF] 853: ShareGPT + WildChat
+_CHAT_OUTPUT_SHARE = _CHAT_OUTPUT / (_CHAT_INPUT + _CHAT_OUTPUT)   # [INF] 0.671, both chat sets
+WILDCHAT_OUTPUT_MEAN = round(WILDCHAT_CONTEXT_MEAN * _CHAT_OUTPUT_SHARE)    # [INF] 495 tokens
+WILDCHAT_INPUT_MEAN = WILDCHAT_CONTEXT_MEAN - WILDCHAT_OUTPUT_MEAN          # [INF] 243 tokens
+WILDCHAT_INPUT_MEDIAN = round(WILDCHAT_INPUT_MEAN * 31 / 111)   # [INF] sharegpt's skew: 68
+WILDCHAT_OUTPUT_MEDIAN = round(WILDCHAT_OUTPUT_MEAN * 282 / 320)  # [INF] sharegpt's skew: 436
+WILDCHAT_PROMPT = LognormalLengths.fit(mean=WILDCHAT_INPUT_MEAN, median=WILDCHAT_INPUT_MEDIAN,
+                                       lo=4, hi=1024)  # [INF] ShareGPT's vLLM filter
+WILDCHAT_OUTPUT = LognormalLengths.fit(mean=WILDCHAT_OUTPUT_MEAN, median=WILDCHAT_OUTPUT_MEDIAN,
+                                       lo=4)
+WILDCHAT_MAX_TOTAL = 2048         # [INF] as SHAREGPT_MAX_TOTAL (OPT-175B's 2048 positions)
+HUMANEVAL_PROMPT = LognormalLengths.fit(mean=HUMANEVAL_INPUT_MEAN, median=HUMANEVAL_INPUT_MEDIAN,
+                                        lo=16, hi=1024)  # [INF] no prompt under 16 tokens
+HUMANEVAL_OUTPUT = LognormalLengths.fit(mean=HUMANEVAL_OUTPUT_MEAN,
+                                        median=HUMANEVAL_OUTPUT_MEDIAN, lo=4, hi=1024)
+WRITE_DOC_MIN_TOTAL = 1500        # PAM 7.1 [R]: offline sequences of 1,500 to 8,000 tokens
+WRITE_DOC_MAX_TOTAL = 8000        # PAM 7.1 [R]
+WRITE_DOC_PROMPT = LognormalLengths.fit(mean=300, median=200, lo=16, hi=1024)
+"""[INF] a document-writing instruction (topic, requirements, maybe an outline): mean 300,
+median 200 tokens. The data set's own statistics are not in the paper."""
+
+
+def _wildchat(n: int, g: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    prompt = WILDCHAT_PROMPT.sample(n, g)
+    output = WILDCHAT_OUTPUT.sample(n, g, hi=WILDCHAT_MAX_TOTAL - prompt)
+    return prompt, output
+
+
+def _humaneval(n: int, g: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return HUMANEVAL_PROMPT.sample(n, g), HUMANEVAL_OUTPUT.sample(n, g)
+
+
+def _write_doc(n: int, g: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt from :data:`WRITE_DOC_PROMPT`; the whole sequence uniform in [1500, 8000]
+    tokens [INF: PAM gives only the range; uniform is the least-informed choice over it];
+    the output is the rest (short prompt, long output)."""
+    prompt = WRITE_DOC_PROMPT.sample(n, g)
+    total = g.integers(WRITE_DOC_MIN_TOTAL, WRITE_DOC_MAX_TOTAL + 1, size=n)
+    return prompt, (total - prompt).astype(np.int64)
+
+
+def _write_doc_means() -> tuple[float, float]:
+    total = (WRITE_DOC_MIN_TOTAL + WRITE_DOC_MAX_TOTAL) / 2
+    return WRITE_DOC_PROMPT.mean(), total - WRITE_DOC_PROMPT.mean()
+
+
+_register(WorkloadPreset(
+    name="wildchat",
+    description=f"SYNTHETIC WildChat-like lengths, not data: lognormals with PAM's mean context "
+    f"{WILDCHAT_CONTEXT_MEAN} split [INF] into input {WILDCHAT_INPUT_MEAN}/output "
+    f"{WILDCHAT_OUTPUT_MEAN} (input <= 1024, total <= 2048); static batch",
+    source="PAM (arXiv 2602.11521) 7.1: online mean input/output 183/299, WildChat mean context "
+    "738; the input/output split and the shapes are inferred (see pimserve/workload/presets.py); "
+    "no data file",
+    arrivals="static",
+    lengths=_wildchat,
+    expected_means=(WILDCHAT_PROMPT.mean(), WILDCHAT_OUTPUT.mean()),
+))  # fmt: skip
+
+_register(WorkloadPreset(
+    name="humaneval",
+    description=f"SYNTHETIC HumanEval-like lengths, not data: short code prompts, input "
+    f"{HUMANEVAL_INPUT_MEAN}/output {HUMANEVAL_OUTPUT_MEAN} tokens [INF from PAM's online "
+    "means]; static batch",
+    source="PAM (arXiv 2602.11521) 7.1 online means (183/299 over ShareGPT, WildChat, HumanEval; "
+    "contexts 738 and 534), HumanEval's share inferred (see pimserve/workload/presets.py); "
+    "no data file",
+    arrivals="static",
+    lengths=_humaneval,
+    expected_means=(HUMANEVAL_PROMPT.mean(), HUMANEVAL_OUTPUT.mean()),
+))  # fmt: skip
+
+_register(WorkloadPreset(
+    name="write-doc",
+    description="SYNTHETIC Write_doc-like lengths (PAM's long-form writing set, HF "
+    "lancexiao/write_doc_sft_v1), not data: whole sequence uniform in [1500, 8000] (PAM), "
+    "short prompt (mean 300 [INF]), the rest output; static batch",
+    source="PAM (arXiv 2602.11521) 7.1: offline sequences of 1,500-8,000 tokens; the uniform "
+    "shape and the prompt/output split are inferred (see pimserve/workload/presets.py); "
+    "no data file",
+    arrivals="static",
+    lengths=_write_doc,
+    expected_means=_write_doc_means(),
+))  # fmt: skip
+
+
 def make_workload(name: str, n: int, seed: int, rate_per_s: float | None = None) -> Requests:
     """``WORKLOADS.get(name)(n, seed, rate_per_s)``: ``n`` requests of preset ``name``."""
     return WORKLOADS.get(name)(n, seed, rate_per_s)
@@ -284,7 +403,8 @@ def describe_workloads() -> list[dict[str, Any]]:
     """One dict per preset for the CLI: name, description, arrivals, source, expected means.
 
     ``prompt_mean``/``output_mean`` (tokens) are the stored data means, or the fitted
-    lognormal's clipped mean for ``sharegpt``.
+    distributions' means for the synthetic presets (``sharegpt``, ``wildchat``, ``humaneval``,
+    ``write-doc``; before the per-request total clip).
     """
     out: list[dict[str, Any]] = []
     for name in WORKLOADS.names():
@@ -301,5 +421,7 @@ def describe_workloads() -> list[dict[str, Any]]:
         elif name == "sharegpt":
             row["prompt_mean"] = SHAREGPT_PROMPT.mean()
             row["output_mean"] = SHAREGPT_OUTPUT.mean()
+        elif p.expected_means is not None:
+            row["prompt_mean"], row["output_mean"] = p.expected_means
         out.append(row)
     return out

@@ -22,13 +22,10 @@ REPRODUCTIONS: Registry = Registry("reproduction")
 
 
 def _register() -> None:
+    from pimserve.experiments.reproduce.pam import PAMReproduction
     from pimserve.experiments.reproduce.papi import PAPIReproduction
 
     REPRODUCTIONS.register("papi")(PAPIReproduction)
-    try:
-        from pimserve.experiments.reproduce.pam import PAMReproduction
-    except ImportError:  # pragma: no cover - while pam.py is being written
-        return
     REPRODUCTIONS.register("pam")(PAMReproduction)
 
 

@@ -29,13 +29,13 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 def _plain_log_labels(ax: plt.Axes) -> None:
     """Label a log y axis with plain numbers (0.5, 2, 30) instead of powers of ten; minor
-    ticks get labels too when the axis spans less than about a decade and a half."""
+    ticks get labels too when the axis spans less than a factor of 6."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     plain = FuncFormatter(lambda v, _: f"{v:.3g}")
     ax.yaxis.set_major_formatter(plain)
     lo, hi = ax.get_ylim()
-    if lo > 0 and hi / lo < 30:
+    if lo > 0 and hi / lo < 6:
         ax.yaxis.set_minor_formatter(plain)
         ax.tick_params(axis="y", which="minor", labelsize=7)
     else:
