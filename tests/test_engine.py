@@ -238,3 +238,22 @@ def test_draft_model_cost_is_charged_on_the_gpu_as_other():
     assert d.output_tokens == base.output_tokens  # same seed, same acceptance draws
     extra = d.simulated_time_s - base.simulated_time_s
     assert extra == pytest.approx(d.time_breakdown_s["other"], rel=1e-9)
+
+
+def test_decode_throughput_counts_only_iterations_without_prefill() -> None:
+    """decode_time_s / decode_throughput_tok_s agree with the per-iteration log: the
+    iterations that prefilled nothing, their time and the tokens they produced."""
+    import numpy as np
+
+    from pimserve import simulate
+
+    r = simulate("papi", "llama-65b", "dolly-qa", n_requests=24, batch=8, tlp=2,
+                 batching="continuous", rate_per_s=4.0, record_steps=True, seed=3)
+    st = r.extra["steps"]
+    pre = np.asarray(st["prefill_tokens"])
+    t = np.asarray(st["time_s"])
+    tok = np.asarray(st["tokens"])
+    assert 0 < (pre == 0).sum() < pre.size  # both kinds of iteration occur
+    assert r.decode_time_s == pytest.approx(t[pre == 0].sum())
+    assert r.decode_throughput_tok_s == pytest.approx(tok[pre == 0].sum() / t[pre == 0].sum())
+    assert r.decode_time_s < r.simulated_time_s

@@ -68,6 +68,8 @@ class RunResult:
     mean_tlp: float
     wall_time_s: float
     energy_breakdown_j: dict[str, float] = field(default_factory=dict)
+    decode_time_s: float = 0.0
+    decode_throughput_tok_s: float = 0.0
     kv_bytes_by_tier: dict[str, float] = field(default_factory=dict)
     attention_time_by_tier_s: dict[str, float] = field(default_factory=dict)
     migrated_bytes: float = 0.0

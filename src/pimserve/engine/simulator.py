@@ -194,6 +194,7 @@ class Simulator:
         kv_limited_batches = 0
         acc = StepCost()
         rlp_sum = tlp_sum = 0
+        dec_only_s, dec_only_tok = 0.0, 0  # iterations without prefill (generation phase)
         finished = 0
         total_live = len(order)
         static = self.batching == "static"
@@ -335,6 +336,9 @@ class Simulator:
             acc.communication_j += cost.communication_j
             acc.other_j += cost.other_j
             rlp_sum += dec.size
+            decode_only = pre.size == 0
+            if decode_only:
+                dec_only_s += cost.time_s
             kv_tok_sum += int(kv[running].sum())
             tlp_sum += dec.size * tlp
 
@@ -354,6 +358,8 @@ class Simulator:
                 produced = np.minimum(produced, out[dec] - gen[dec])
                 gen[dec] += produced
                 kv[dec] += produced
+                if decode_only:
+                    dec_only_tok += int(produced.sum())
             if steps is not None:
                 steps["tokens"].append(int(gen[running].sum()) - gen_before)
             done_mask = gen[running] >= out[running]
@@ -383,6 +389,8 @@ class Simulator:
             status, gen, out, arrival, t_first, t_done, reasons, truncated, preemptions,
             it_count, now, acc, rlp_sum, tlp_sum, time.perf_counter() - wall0,
         )
+        result.decode_time_s = dec_only_s
+        result.decode_throughput_tok_s = dec_only_tok / dec_only_s if dec_only_s > 0 else 0.0
         if steps is not None:
             result.extra["steps"] = steps
         if tl_record is not None:

@@ -71,6 +71,7 @@ def row_metrics(r: RunResult) -> dict[str, Any]:
     """The flat metrics of one run that reproductions tabulate (times s, energy J)."""
     row: dict[str, Any] = {
         "throughput_tok_s": r.throughput_tok_s,
+        "decode_throughput_tok_s": r.decode_throughput_tok_s,
         "energy_per_token_j": r.energy_per_token_j,
         "simulated_time_s": r.simulated_time_s,
         "output_tokens": r.output_tokens,
