@@ -117,8 +117,9 @@ class PAPIReproduction(Reproduction):
         "not a value from the paper (it gives none).",
         "Energy covers DRAM access, transfer and computation of every device (AttAcc's energy "
         "table); static power is not charged, as in AttAcc's simulator.",
-        "PIM-only PAPI against AttAcc-only includes prefill on PIM (the paper's analysis is "
-        "decode-only); Dolly prompts are short, so prefill is a small share of the time.",
+        "PIM-only PAPI against AttAcc-only compares generation throughput "
+        "(`decode_throughput_tok_s`, iterations without prefill), as the paper's decode-only "
+        "analysis does.",
         "Per-model bar values of the paper's figures are not in the text; only the means "
         "and the quoted points are compared.",
     ]
@@ -252,11 +253,13 @@ class PAPIReproduction(Reproduction):
         h.append(Headline("TLP sweep: speedup over AttAcc-only (batch 4, TLP 1-8)", 3.0,
                           mean(ratios(tlp, "papi", "attacc-only")), "PAPI 7.2",
                           cause=_CAUSE_ATTACC_ONLY))
-        pim = ratios(cw, "papi-pim-only", "attacc-only")
+        # PAPI 7.4 compares the PIM-only systems on decode only: generation throughput
+        pim = ratios(cw, "papi-pim-only", "attacc-only", "decode_throughput_tok_s")
         h.append(Headline("PIM-only PAPI over AttAcc-only, creative, mean", 2.3, mean(pim),
                           "PAPI 7.4", cause=cause_pim))
         for b, t, paper in ((4, 1, 1.6), (64, 4, 2.7)):
-            pts = ratios(select(cw, batch=b, tlp=t), "papi-pim-only", "attacc-only")
+            pts = ratios(select(cw, batch=b, tlp=t), "papi-pim-only", "attacc-only",
+                         "decode_throughput_tok_s")
             h.append(Headline(f"PIM-only PAPI over AttAcc-only at batch {b}, TLP {t}", paper,
                               mean(pts), "PAPI 7.4", cause=cause_pim))
         h += self._breakdown(cw)
