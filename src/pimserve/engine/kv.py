@@ -77,6 +77,9 @@ DS_CHANNEL_RATIO = 8.0
 (arXiv 2408.07092, its default channel sparsity); the selection pass reads them for every
 resident token."""
 
+_TINY32 = np.nextafter(np.float32(0), np.float32(1))
+"""Smallest positive float32: normalising a row of zero scores divides by it (0 / tiny = 0)."""
+
 
 @dataclass
 class Tier:
@@ -135,7 +138,17 @@ class KVStep:
 
 
 class KVHierarchy:
-    """Per-block KV state of the running requests on a system's tiers, and its pricing."""
+    """Per-block KV state of the running requests on a system's tiers, and its pricing.
+
+    Implementation notes (speed): a decode step is a few dozen numpy calls on the
+    ``[stepping request, block]`` matrices, whatever the number of tiers. Bank-group ids are
+    global over the tiers (tier offset + set x bank groups + bank group), so one ``bincount``
+    gives every tier's bank-group load; blocks beyond a request's length keep salience and
+    importance 0 (so their score is 0 without masking); the recency boost is looked up from a
+    strided ``[blocks, block]`` view; attention costs of a tier come from one table of
+    ``(attention, selection) x (time, energy)`` by tokens; the greedy mapping's bank-group order
+    is sorted once per change of the activity history.
+    """
 
     def __init__(
         self,
@@ -193,33 +206,69 @@ class KVHierarchy:
             )
         nt = len(self.tiers)
         self.n_tiers = nt
-        # --- per-block state, [slot, block]
+        # which per-step quantities some later computation reads
+        self._need_imp = bool(self.scheduling) and nt > 1  # the EMA feeds Algorithm 2 only
+        self._need_scores = self.sparse or self._need_imp
+        # --- per-block state, [slot, block]; beyond a slot's nblk: tier -1, sal 0, imp 0
         self.max_slots = max_slots
         self._cols = 64
         self.tier = np.full((max_slots, self._cols), -1, dtype=np.int8)
-        self.bg = np.zeros((max_slots, self._cols), dtype=np.int32)
+        self.bg = np.zeros((max_slots, self._cols), dtype=np.int32)  # global bank-group id
         self.imp = np.zeros((max_slots, self._cols), dtype=np.float32)
         self.sal = np.zeros((max_slots, self._cols), dtype=np.float32)
         self.nblk = np.zeros(max_slots, dtype=np.int64)
         self.slot_of = np.full(max(n_requests, 1), -1, dtype=np.int64)  # request id -> slot
         self._free_slots = list(range(max_slots - 1, -1, -1))
-        # --- bank-group activity (greedy mapping): ring of the last `window` steps
+        # --- bank-group activity (greedy mapping): ring of the last `window` steps, all tiers'
+        # bank groups side by side (tier k's are columns _bg_off[k] .. + _bg_total[k])
         self._bg_total = [t.sets * t.n_bg for t in self.tiers]
-        self._activity = [np.zeros((self.window, n), dtype=np.float32) for n in self._bg_total]
+        self._bg_off = [int(v) for v in np.cumsum([0, *self._bg_total])[:-1]]
+        self._act = np.zeros((self.window, sum(self._bg_total)), dtype=np.float32)
+        self._activity = [self._act[:, o: o + n]
+                          for o, n in zip(self._bg_off, self._bg_total, strict=True)]
+        self._offload_cols = [(o, o + n) for o, n, t in
+                              zip(self._bg_off, self._bg_total, self.tiers, strict=True)
+                              if not t.compute]
         self._ring = 0
+        self._act_version = 0  # bumped whenever the activity history changes
+        self._orders_version = -1
+        self._orders: list[np.ndarray | None] = [None] * nt
         # --- pricing tables, by (tier, q_tokens, kind)
         self._tables = AttentionTables(model)
+        self._pairs: dict[tuple[int, int], np.ndarray] = {}
+        self._kind2 = np.array([[0], [1]])
         self._rec = np.zeros(0, dtype=np.float32)
+        self._recw = np.zeros((1, 0), dtype=np.float32)  # [blocks, block] recency boost
+        self._ktab = np.zeros(1, dtype=np.int64)  # blocks -> blocks the sparse attention reads
+        self._wcols = 0
+        self._ar = np.arange(max_slots)
+        self._zeros = np.zeros(max_slots, dtype=np.int64)
         self._hbm_ru = self._reduction_rate(self.tiers[0])
         # --- metrics
         self.migrated_bytes = 0.0
         self.read_blocks = 0.0
         self.resident_blocks = 0.0
         self.steps = 0
-        self.used_block_steps = np.zeros(nt)
-        self.peak_used_blocks = np.zeros(nt, dtype=np.int64)
-        self.attention_by_tier_s = np.zeros(nt)
+        self._used_sum = [0] * nt
+        self._used_peak = [0] * nt
+        self._attn_by_tier = [0.0] * nt
         self.written_bytes = np.zeros(nt)
+
+    # ------------------------------------------------------------------ metrics
+    @property
+    def used_block_steps(self) -> np.ndarray:
+        """Blocks resident on each tier, summed over steps (block x steps)."""
+        return np.array(self._used_sum, dtype=np.float64)
+
+    @property
+    def peak_used_blocks(self) -> np.ndarray:
+        """Most blocks resident on each tier at the start of a step (blocks)."""
+        return np.array(self._used_peak, dtype=np.int64)
+
+    @property
+    def attention_by_tier_s(self) -> np.ndarray:
+        """Decode attention time of each tier, all layers, summed over steps (s)."""
+        return np.array(self._attn_by_tier, dtype=np.float64)
 
     # ------------------------------------------------------------------ bookkeeping
     @staticmethod
@@ -239,10 +288,29 @@ class KVHierarchy:
         self.imp, self.sal = widen(self.imp, 0), widen(self.sal, 0)
         self._cols = new
 
+    def _build_recency(self) -> None:
+        """Recency boost ``W[n, j] = rec[max(n - 1 - j, 0)]`` for a request of ``n`` blocks
+        (0 <= n <= cols) and its block ``j`` (a strided view: no copy), and the number of blocks
+        the sparse attention reads by blocks, ``max(ceil(n / ratio), 1)``."""
+        cols, loc = self._cols, self.loc
+        if self._rec.size < cols:
+            d = np.arange(max(cols, 2 * self._rec.size), dtype=np.float32)
+            self._rec = (1.0 + loc.recency_boost * np.exp(-d / loc.recency_blocks)).astype(
+                np.float32
+            )
+        base = self._rec[np.maximum(np.arange(2 * cols) - cols, 0)]
+        self._recw = np.lib.stride_tricks.as_strided(
+            base[cols - 1:], shape=(cols + 1, cols), strides=(base.strides[0], -base.strides[0]),
+            writeable=False,
+        )
+        k = np.ceil(np.arange(cols + 1) / self.ratio).astype(np.int64)
+        self._ktab = np.maximum(k, 1)
+        self._wcols = cols
+
     def _slots(self, reqs: np.ndarray) -> np.ndarray:
         out = self.slot_of[reqs]
-        new = np.nonzero(out < 0)[0]
-        if new.size:
+        if out.size and out.min() < 0:
+            new = np.nonzero(out < 0)[0]
             if new.size > len(self._free_slots):
                 raise AssertionError("more running requests than KV slots")  # pragma: no cover
             for i in new.tolist():
@@ -252,80 +320,123 @@ class KVHierarchy:
 
     def release(self, reqs: np.ndarray) -> None:
         """Free the blocks of finished or preempted requests."""
-        for r in np.asarray(reqs).tolist():
-            s = int(self.slot_of[r])
-            self.slot_of[r] = -1
-            if s < 0:
-                continue
-            n = int(self.nblk[s])
-            if n:
-                t = self.tier[s, :n]
-                for k in range(self.n_tiers):
-                    self.tiers[k].used -= int(np.count_nonzero(t == k))
-                self.tier[s, :n] = -1
-            self.nblk[s] = 0
-            self._free_slots.append(s)
+        reqs = np.asarray(reqs, dtype=np.int64)
+        if reqs.size == 0:
+            return
+        if reqs.size > 1 and np.unique(reqs).size != reqs.size:
+            for r in reqs.tolist():  # a request named twice: free it once, in order
+                self.release(np.asarray([r]))
+            return
+        s = self.slot_of[reqs]
+        self.slot_of[reqs] = -1
+        s = s[s >= 0]
+        if s.size == 0:
+            return
+        cm = int(self.nblk[s].max())
+        if cm:
+            t = self.tier[s, :cm]
+            counts = np.bincount(t.ravel() + 1, minlength=self.n_tiers + 1).tolist()
+            for k in range(self.n_tiers):
+                self.tiers[k].used -= counts[k + 1]
+            self.tier[s, :cm] = -1
+            self.sal[s, :cm] = 0.0
+            self.imp[s, :cm] = 0.0
+        self.nblk[s] = 0
+        self._free_slots.extend(s.tolist())
+
+    def _bg_order(self, k: int) -> np.ndarray:
+        """Tier ``k``'s global bank-group ids, ``[set, rank]``: each set's bank groups by
+        ascending activity over the last ``mapping_window`` steps (stable: ties by index)."""
+        if self._orders_version != self._act_version:
+            self._orders = [None] * self.n_tiers
+            self._orders_version = self._act_version
+        order = self._orders[k]
+        if order is None:
+            t, off = self.tiers[k], self._bg_off[k]
+            act = self._activity[k].sum(axis=0).reshape(t.sets, t.n_bg)
+            order = np.argsort(act, axis=1, kind="stable")
+            order += off + t.n_bg * np.arange(t.sets)[:, None]
+            order = order.astype(np.int32)
+            self._orders[k] = order
+        return order
 
     def _map(self, k: int, slots: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Global bank-group ids (set x n_bg + bg) on tier ``k`` for new blocks."""
+        """Global bank-group ids (tier offset + set x n_bg + bg) on tier ``k`` for new blocks.
+
+        Greedy: the blocks of each replica set take its bank groups in order of increasing
+        recent activity (the i-th new block of a set the i-th least active, cycling)."""
         t = self.tiers[k]
-        sets = slots % t.sets
+        off = self._bg_off[k]
         if self.mapping == "round-robin" or t.n_bg == 1:
-            return (sets * t.n_bg + cols % t.n_bg).astype(np.int32)
-        act = self._activity[k].sum(axis=0)
-        out = np.empty(slots.size, dtype=np.int32)
-        for s in np.unique(sets).tolist():
-            sel = np.nonzero(sets == s)[0]
-            base = s * t.n_bg
-            order = np.argsort(act[base: base + t.n_bg], kind="stable")
-            out[sel] = base + order[np.arange(sel.size) % t.n_bg]
-            # the blocks just placed count as activity for the next placements
-            np.add.at(act, out[sel], 1.0)
-        return out
+            bgi = cols % t.n_bg + off
+            if t.sets > 1:
+                bgi += (slots % t.sets) * t.n_bg
+            return bgi.astype(np.int32)
+        order = self._bg_order(k)
+        size = slots.size
+        if t.sets == 1:
+            if size <= t.n_bg:
+                return order[0, :size]
+            return order[0, np.arange(size) % t.n_bg]
+        sets = slots % t.sets
+        by_set = np.argsort(sets, kind="stable")
+        srt = sets[by_set]
+        rank = np.empty(size, dtype=np.int64)
+        rank[by_set] = np.arange(size) - np.searchsorted(srt, srt)
+        return order[sets, rank % t.n_bg]
 
     def reserve(self, reqs: np.ndarray, tokens: np.ndarray) -> float:
-        """Allocate blocks so request ``reqs[i]`` holds ``tokens[i]`` tokens; returns the bytes
-        written to tiers other than the first (their link traffic for the new KV)."""
+        """Allocate blocks so request ``reqs[i]`` holds ``tokens[i]`` tokens; returns the link
+        time (s) of the new KV written to tiers other than the first."""
         if reqs.size == 0:
             return 0.0
         slots = self._slots(reqs)
-        need = -(-np.asarray(tokens, dtype=np.int64) // self.block_tokens)
+        B = self.block_tokens
+        need = (np.asarray(tokens, dtype=np.int64) + (B - 1)) // B
         have = self.nblk[slots]
-        grow = np.maximum(need - have, 0)
+        grow = need - have
+        if grow.max() <= 0:
+            return 0.0
+        np.maximum(grow, 0, out=grow)
+        nz = np.flatnonzero(grow)
         total = int(grow.sum())
-        written = 0.0
-        if total:
-            if int(need.max()) > self._cols:
-                self._grow(int(need.max()))
+        if total == nz.size:  # one new block each (decode steps)
+            rows = slots[nz]
+            cols = have[nz]
+            ncol = int(cols.max()) + 1
+        else:
             rows = np.repeat(slots, grow)
-            cols = np.repeat(have, grow) + (np.arange(total) - np.repeat(np.cumsum(grow) - grow,
-                                                                           grow))
-            tier_of = np.full(total, -1, dtype=np.int8)
-            pos = 0
-            for k, t in enumerate(self.tiers):
-                room = t.capacity_blocks - t.used
-                take = max(0, min(room, total - pos))
-                if take:
-                    tier_of[pos: pos + take] = k
-                    t.used += take
-                    pos += take
-                if pos == total:
-                    break
-            if pos < total:
-                raise AssertionError("KV blocks over capacity")  # pragma: no cover
-            for k in range(self.n_tiers):
-                m = tier_of == k
-                if m.any():
-                    self.bg[rows[m], cols[m]] = self._map(k, rows[m], cols[m])
-                    if k > 0:
-                        nb = float(m.sum()) * self.block_bytes
-                        self.written_bytes[k] += nb
-                        written += self.tiers[k].link_time(nb)
-            self.tier[rows, cols] = tier_of
-            sigma = self.loc.salience_sigma
-            self.sal[rows, cols] = self.rng.lognormal(0.0, sigma, total) if sigma else 1.0
+            cols = np.repeat(have - (np.cumsum(grow) - grow), grow) + np.arange(total)
+            ncol = int(need.max())
+        if ncol > self._cols:
+            self._grow(ncol)
+        parts = []
+        pos = 0
+        for k, t in enumerate(self.tiers):
+            room = t.capacity_blocks - t.used
+            take = max(0, min(room, total - pos))
+            if take:
+                parts.append((k, pos, pos + take))
+                t.used += take
+                pos += take
+            if pos == total:
+                break
+        if pos < total:
+            raise AssertionError("KV blocks over capacity")  # pragma: no cover
+        written = 0.0
+        for k, a, b in parts:
+            r, c = (rows, cols) if len(parts) == 1 else (rows[a:b], cols[a:b])
+            self.bg[r, c] = self._map(k, r, c)
+            self.tier[r, c] = k
+            if k > 0:
+                nb = float(b - a) * self.block_bytes
+                self.written_bytes[k] += nb
+                written += self.tiers[k].link_time(nb)
+        sigma = self.loc.salience_sigma
+        self.sal[rows, cols] = self.rng.lognormal(0.0, sigma, total) if sigma else 1.0
+        if self._need_imp:
             self.imp[rows, cols] = np.nan
-            self.nblk[slots] = np.maximum(have, need)
+        self.nblk[slots] = have + grow
         return written
 
     # ------------------------------------------------------------------ pricing tables
@@ -338,116 +449,177 @@ class KVHierarchy:
             return self._tables.get(t.group, t.ways, q_tokens, cmax, hd, ("score",))
         return self._tables.get(t.group, t.ways, q_tokens, cmax)
 
+    def _pair_table(self, k: int, q_tokens: int, cmax: int) -> np.ndarray:
+        """Tier ``k``'s costs by tokens ``0 .. >= cmax`` as one array ``[kind, tokens, (time s,
+        energy J)]``: kind 0 the local attention, kind 1 (sparse only) the selection pass."""
+        key = (k, q_tokens)
+        tab = self._pairs.get(key)
+        if tab is None or tab.shape[1] <= cmax:
+            parts = [self._table(k, q_tokens, cmax, False)]
+            if self.sparse:
+                parts.append(self._table(k, q_tokens, cmax, True))
+            size = min(p[0].shape[0] for p in parts)
+            tab = np.empty((len(parts), size, 2))
+            for i, (t, e) in enumerate(parts):
+                tab[i, :, 0] = t[:size]
+                tab[i, :, 1] = e[:size]
+            self._pairs[key] = tab
+        return tab
+
     # ------------------------------------------------------------------ one step
-    def _scores(self, slots: np.ndarray, C: int, valid: np.ndarray) -> np.ndarray:
-        """This step's per-block scores of the locality model, rows normalised to 1."""
+    def _drift(self, slots: np.ndarray, n: np.ndarray, nv: int) -> None:
+        """A few blocks redraw their salience (importance persists and drifts slowly)."""
         loc = self.loc
-        if self._rec.size < C:
-            d = np.arange(max(C, 2 * self._rec.size), dtype=np.float32)
-            self._rec = (1.0 + loc.recency_boost * np.exp(-d / loc.recency_blocks)).astype(
-                np.float32
-            )
-        n = self.nblk[slots]
-        dist = (n[:, None] - 1 - np.arange(C)[None, :]).clip(0, None)
-        # drift: a few blocks redraw their salience each step
         if loc.drift_per_step > 0 and loc.salience_sigma > 0:
-            nv = int(n.sum())
-            k = self.rng.binomial(nv, loc.drift_per_step) if nv else 0
+            rng = self.rng
+            k = rng.binomial(nv, loc.drift_per_step) if nv else 0
             if k:
-                r = self.rng.integers(0, slots.size, k)
-                c = (self.rng.random(k) * n[r]).astype(np.int64)
-                self.sal[slots[r], c] = self.rng.lognormal(0.0, loc.salience_sigma, k)
-        s = self.sal[slots, :C] * self._rec[dist]
-        s[:, 0] *= loc.sink_boost
-        s = np.where(valid, s, 0.0)
-        tot = s.sum(axis=1, keepdims=True)
-        return s / np.where(tot > 0, tot, 1.0)
+                r = rng.integers(0, slots.size, k)
+                c = (rng.random(k) * n[r]).astype(np.int64)
+                self.sal[slots[r], c] = rng.lognormal(0.0, loc.salience_sigma, k)
+
+    def _scores(self, slots: np.ndarray, n: np.ndarray, C: int) -> np.ndarray:
+        """This step's per-block scores of the locality model, rows normalised to 1 (blocks
+        beyond a request's length score 0)."""
+        s = self.sal[slots, :C]
+        s *= self._recw[n, :C]
+        s[:, 0] *= self.loc.sink_boost
+        tot = np.add.reduce(s, axis=1, keepdims=True)
+        s /= np.maximum(tot, _TINY32, out=tot)
+        return s
 
     def step(self, reqs: np.ndarray, context: np.ndarray, q_tokens: int) -> KVStep:
         """Price one decode step's attention for requests ``reqs`` (ids) attending ``context``
         tokens with ``q_tokens`` query tokens each; update importance, mapping activity and
-        placement (migrations). Blocks must have been reserved."""
-        out = KVStep(by_tier_s=np.zeros(self.n_tiers))
+        placement (migrations). Blocks must have been reserved. Times in s, energy in J."""
+        nt = self.n_tiers
         self._account_residency()
         if reqs.size == 0:
-            return out
+            return KVStep(by_tier_s=np.zeros(nt))
         m = self.model
         L = m.n_layers
+        B = self.block_tokens
+        tiers = self.tiers
         slots = self._slots(reqs)
+        R = slots.size
         n = self.nblk[slots]
         C = int(n.max())
-        tb = self.tier[slots, :C]
-        valid = tb >= 0
-        sc = self._scores(slots, C, valid)
-        imp = self.imp[slots, :C]
-        imp = np.where(np.isnan(imp), sc, self.lam * sc + (1.0 - self.lam) * imp)
-        imp = np.where(valid, imp, 0.0)
-        self.imp[slots, :C] = imp
+        nv = int(n.sum())
+        if self._wcols < C:
+            self._build_recency()
+        self._drift(slots, n, nv)
+        used = [k for k, t in enumerate(tiers) if t.used > 0]
+        single = len(used) <= 1
+        tb = None if single else self.tier[slots, :C]
+        valid = None
+        s = self._scores(slots, n, C) if self._need_scores else None
+        imp = None
+        if self._need_imp:
+            old = self.imp[slots, :C]
+            imp = s * self.lam
+            imp += (1.0 - self.lam) * old
+            np.copyto(imp, s, where=np.isnan(old))
+            self.imp[slots, :C] = imp
         if self.sparse:
-            k = np.ceil(n / self.ratio).astype(np.int64)
-            srt = -np.sort(-sc, axis=1)
-            thr = srt[np.arange(slots.size), np.maximum(k - 1, 0)]
-            sel = valid & (sc >= thr[:, None])
+            srt = np.sort(s, axis=1)
+            thr = srt[self._ar[:R], C - self._ktab[n]]
+            sel = s >= thr[:, None]
+            if not thr.min() > 0:  # pragma: no cover - scores of resident blocks are > 0
+                valid = tb >= 0 if tb is not None else np.arange(C) < n[:, None]
+                sel &= valid
         else:
+            valid = tb >= 0 if tb is not None else np.arange(C) < n[:, None]
             sel = valid
-        self.read_blocks += float(np.count_nonzero(sel))
-        self.resident_blocks += float(n.sum())
+        self.resident_blocks += float(nv)
 
         ctx = np.asarray(context, dtype=np.int64)
-        B = self.block_tokens
-        bgs = self.bg[slots, :C]
-        self._ring = (self._ring + 1) % self.window
+        self._ring = ring = (self._ring + 1) % self.window
+        self._act_version += 1
+        # every tier's bank-group load of this step's reads, by global bank-group id
+        if any(tiers[k].compute for k in used):
+            bgs = self.bg[slots, :C]
+            self._act[ring] = np.bincount(bgs[sel], minlength=self._act.shape[1])
+            for a, b in self._offload_cols:
+                self._act[ring, a:b] = 0.0
+        else:
+            self._act[ring] = 0.0
         heads_vals = m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes  # one partial, B
         slowest = 0.0
         fetch_s = 0.0
         energy = 0.0
         comm_s = 0.0
-        fetched_tokens = np.zeros(slots.size, dtype=np.int64)
-        tier_time = np.zeros(self.n_tiers)
-        first = self.tiers[0]
-        single = sum(t.used > 0 for t in self.tiers) <= 1
-        for k, t in enumerate(self.tiers):
-            act = self._activity[k]
-            act[self._ring] = 0.0
-            if t.used == 0:
+        fetched_tokens = None
+        tier_time = [0.0] * nt
+        read_total = 0
+        for k in used:
+            t = tiers[k]
+            if single:
+                n_on = n
+                read_k = sel
+            else:
+                on_k = tb == k
+                read_k = on_k if sel is valid else sel & on_k
+                n_on = np.count_nonzero(on_k, axis=1)
+            cnt = np.empty((2, R), dtype=np.int64)
+            nread = cnt[0]
+            np.add.reduce(read_k, axis=1, out=nread)
+            nr = int(nread.sum())
+            read_total += nr
+            if not nr:
                 continue
-            on_k = valid if single else tb == k
-            read_k = sel if single else sel & on_k
-            nread = np.count_nonzero(read_k, axis=1)
-            if not nread.any():
-                continue
-            n_on = n if single else np.count_nonzero(on_k, axis=1)
-            tok = np.minimum((nread if self.sparse else n_on) * B, ctx)
+            cnt[1] = n_on
+            parts = np.count_nonzero(nread) if self.pamattention else nr
+            np.multiply(cnt, B, out=cnt)
+            np.minimum(cnt, ctx, out=cnt)  # cnt[0]: tokens read, cnt[1]: tokens resident
             if not t.compute:
+                tok = cnt[0] if self.sparse else cnt[1]
                 nb = float(tok.sum()) * m.kv_bytes_per_token / L  # one layer's K and V
                 fetch_s = max(fetch_s, t.link_time(nb))
                 energy += t.link_energy(nb)
-                fetched_tokens += tok
+                fetched_tokens = tok.copy() if fetched_tokens is None else fetched_tokens + tok
                 continue
-            load = np.bincount(bgs[read_k], minlength=self._bg_total[k]).astype(np.float32)
-            act[self._ring] = load
-            tab_t, tab_e = self._table(k, q_tokens, int(tok.max()), False)
-            per = tab_t[tok]
-            energy += float(tab_e[tok].sum())
-            if self.sparse:  # approximate scores over all resident blocks of this tier
-                res = np.minimum(n_on * B, ctx)
-                s_t, s_e = self._table(k, q_tokens, int(res.max()), True)
-                per = per + s_t[res]
-                energy += float(s_e[res].sum())
-            set_of = slots % t.sets
-            work = np.bincount(set_of, weights=per, minlength=t.sets)
-            lw = load.reshape(t.sets, t.n_bg)
-            mean = lw.mean(axis=1)
-            imb = np.where(mean > 0, lw.max(axis=1) / np.where(mean > 0, mean, 1.0), 1.0)
-            tt = max(float((work * imb).max()), float(per.max()))
+            tab = self._pair_table(k, q_tokens, C * B)
+            if self.sparse:
+                g = tab[self._kind2, cnt]  # [kind, request, (time, energy)]
+                per = g[0, :, 0] + g[1, :, 0]
+                e = np.add.reduce(g[:, :, 1], axis=1)
+                energy += float(e[0])
+                energy += float(e[1])  # approximate scores over all resident blocks
+            else:
+                g = tab[0, cnt[1]]
+                per = g[:, 0]
+                energy += float(np.add.reduce(g[:, 1]))
+            off = self._bg_off[k]
+            load = self._act[ring, off: off + self._bg_total[k]]
+            if t.sets == 1:
+                work = float(np.bincount(self._zeros[:R], weights=per, minlength=1)[0])
+                tot = float(np.add.reduce(load))
+                if tot > 0:
+                    mean = np.float32(tot / t.n_bg)
+                    imb = float(np.maximum.reduce(load) / mean)
+                else:
+                    imb = 1.0
+                tt = max(work * imb, float(per.max()))
+            else:
+                work = np.bincount(slots % t.sets, weights=per, minlength=t.sets)
+                lw = load.reshape(t.sets, t.n_bg)
+                mean = np.add.reduce(lw, axis=1)
+                np.true_divide(mean, np.intp(t.n_bg), out=mean, casting="unsafe")
+                mx = np.maximum.reduce(lw, axis=1)
+                imb = np.divide(mx, mean, out=np.ones(t.sets, dtype=np.float32), where=mean > 0)
+                tt = max(float((work * imb).max()), float(per.max()))
             # partial results to HBM-PIM (PAMattention) or per tile to the GPU (without)
-            parts = (nread > 0).sum() if self.pamattention else int(nread.sum())
             pb = float(parts) * heads_vals
             x_s = t.link_time(pb) if (k > 0 or not self.pamattention) else 0.0
             energy += t.link_energy(pb)
             tier_time[k] = tt
             slowest = max(slowest, tt + x_s)
-        if fetched_tokens.any():  # offloaded KV computed on the first tier, after its fetch
+        self.read_blocks += float(read_total)
+        if fetched_tokens is not None and fetched_tokens.any():
+            # offloaded KV computed on the first tier, after its fetch
+            first = tiers[0]
+            if tb is None:
+                tb = self.tier[slots, :C]
             tok0 = np.minimum((sel & (tb == 0)).sum(axis=1) * B, ctx) + fetched_tokens
             tab_t, tab_e = self._table(0, q_tokens, int(tok0.max()), False)
             per = tab_t[tok0]
@@ -458,51 +630,56 @@ class KVHierarchy:
             comm_s += max(0.0, fetch_s - t0)
         red_s = 0.0
         if self.pamattention and self._hbm_ru > 0:
-            tiers_used = int((tier_time > 0).sum())
-            elems = float(slots.size) * m.n_heads * q_tokens * (m.head_dim + 2) * tiers_used
+            tiers_used = sum(1 for v in tier_time if v > 0)
+            elems = float(R) * m.n_heads * q_tokens * (m.head_dim + 2) * tiers_used
             red_s = elems / self._hbm_ru
-        out.attention_s = L * (slowest + red_s)
-        out.attention_j = L * energy
-        out.by_tier_s = L * tier_time
-        self.attention_by_tier_s += out.by_tier_s
-        out.communication_s = L * comm_s
-
-        if self.scheduling and self.n_tiers > 1:
-            out.migration_s = self._rebalance(slots, C, valid)
+        by_tier = [L * v for v in tier_time]
+        for k, v in enumerate(by_tier):
+            self._attn_by_tier[k] += v
+        out = KVStep(attention_s=L * (slowest + red_s), attention_j=L * energy,
+                     communication_s=L * comm_s, by_tier_s=np.array(by_tier))
+        if self.scheduling and nt > 1 and not single:
+            assert tb is not None
+            out.migration_s = self._rebalance(slots, tb, imp)
         return out
 
     def _account_residency(self) -> None:
-        used = np.array([t.used for t in self.tiers])
         self.steps += 1
-        self.used_block_steps += used
-        self.peak_used_blocks = np.maximum(self.peak_used_blocks, used)
+        for k, t in enumerate(self.tiers):
+            u = t.used
+            self._used_sum[k] += u
+            if u > self._used_peak[k]:
+                self._used_peak[k] = u
 
-    def _rebalance(self, slots: np.ndarray, C: int, valid: np.ndarray) -> float:
-        """Algorithm 2 over the stepping requests' blocks; returns the migration time (s)."""
-        if sum(t.used > 0 for t in self.tiers) < 2:
-            return 0.0
-        rows, cols = np.nonzero(valid)
-        rows = slots[rows]
-        t = self.tier[rows, cols].astype(np.int64)
-        imp = self.imp[rows, cols]
+    def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray | None) -> float:
+        """Algorithm 2 over the stepping requests' blocks (``tb``: their tiers, ``imp``: their
+        importance, ``[request, block]``); returns the migration time (s)."""
+        valid = tb >= 0
+        t = tb[valid].astype(np.int64)
+        if imp is None:  # pragma: no cover - the importance is kept whenever scheduling runs
+            imp = self.imp[slots, : tb.shape[1]]
+        imp = imp[valid]
         cap = max(64, int(MAX_SWAP_FRACTION * t.size))
         swaps = algorithm2(imp, t, self.x, self.y, cap)
         if not swaps:
             return 0.0
+        rows, cols = np.nonzero(valid)
+        rows = slots[rows]
         link_s = 0.0
         for a, b in swaps:
-            ta, tb = self.tier[rows[a], cols[a]].copy(), self.tier[rows[b], cols[b]].copy()
-            self.tier[rows[a], cols[a]] = tb
-            self.tier[rows[b], cols[b]] = ta
-            for k in np.unique(np.concatenate([ta, tb])).tolist():
-                ma, mb = tb == k, ta == k
+            ra, ca, rb, cb = rows[a], cols[a], rows[b], cols[b]
+            ta, tb_ = self.tier[ra, ca], self.tier[rb, cb]
+            self.tier[ra, ca] = tb_
+            self.tier[rb, cb] = ta
+            for k in np.unique(np.concatenate([ta, tb_])).tolist():
+                ma, mb = tb_ == k, ta == k
                 if ma.any():
-                    self.bg[rows[a][ma], cols[a][ma]] = self._map(k, rows[a][ma], cols[a][ma])
+                    self.bg[ra[ma], ca[ma]] = self._map(k, ra[ma], ca[ma])
                 if mb.any():
-                    self.bg[rows[b][mb], cols[b][mb]] = self._map(k, rows[b][mb], cols[b][mb])
+                    self.bg[rb[mb], cb[mb]] = self._map(k, rb[mb], cb[mb])
             nbytes = 2.0 * a.size * self.block_bytes
             self.migrated_bytes += nbytes
-            slower = self.tiers[int(max(ta.max(), tb.max()))]
+            slower = self.tiers[int(max(ta.max(), tb_.max()))]
             bw = slower.link_bytes_per_s or self.tiers[0].link_bytes_per_s
             if bw <= 0:
                 continue
@@ -536,5 +713,3 @@ class KVHierarchy:
                 "migration": self.migration,
             },
         }
-
-
