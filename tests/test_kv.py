@@ -253,3 +253,23 @@ def test_kv_placement_needs_tiers() -> None:
     with pytest.raises(ConfigurationError, match="kv_tier"):
         pimserve.simulate("papi", "llama-65b", "dolly-creative", n_requests=4,
                           kv_placement="pam")
+
+
+def test_offload_fetch_stall_is_counted_once() -> None:
+    """vLLM-offloading overlaps the KV fetch with the GPUs' attention: attention time is the
+    compute alone, whatever the link, and only the fetch beyond it stalls the iteration.
+    Halving a fetch-bound link therefore leaves attention time unchanged and adds the extra
+    fetch time to communication only."""
+    from pimserve.experiments.reproduce.common import scaled_system
+
+    runs = {}
+    for f in (1.0, 0.5):
+        spec = scaled_system("vllm-offload", links={"pcie5": {"bw_gbps": 0.02 * f}})
+        runs[f] = pimserve.simulate(spec, "llama3-70b", "arxiv-sum", n_requests=1024,
+                                    batch=1024,
+                           batching="continuous", max_iterations=20, seed=0)
+    a, b = runs[1.0].time_breakdown_s, runs[0.5].time_breakdown_s
+    assert b["attention"] == pytest.approx(a["attention"], rel=1e-9)
+    assert b["communication"] > 1.5 * a["communication"]
+    total_a = sum(a.values())
+    assert total_a == pytest.approx(runs[1.0].simulated_time_s, rel=1e-9)
