@@ -145,6 +145,73 @@ def test_greedy_mapping_beats_round_robin_under_skewed_access() -> None:
     assert times["round-robin"] > 1.2 * times["greedy"]
 
 
+def _serve(kvh: KVHierarchy, seed: int, steps: int = 40) -> list:
+    """Admit, grow, step and finish random requests; every step's outputs, then the final
+    per-block placement and the summary."""
+    rng = np.random.default_rng(seed)
+    cap_tokens = kvh.capacity_blocks * kvh.block_tokens
+    live: dict[int, int] = {}
+    next_id = 0
+    out: list = []
+    for _step in range(steps):
+        while len(live) < 40 and sum(live.values()) + 40_000 < 0.85 * cap_tokens:
+            live[next_id] = int(rng.integers(1, 20_000))  # a new request: its whole prompt
+            next_id += 1
+        ids = np.array(sorted(live), dtype=np.int64)
+        for i in ids.tolist():
+            live[i] += 1
+        tok = np.array([live[i] for i in ids.tolist()], dtype=np.int64)
+        written = kvh.reserve(ids, tok)
+        st = kvh.step(ids, tok, 1)
+        out.append((written, st.attention_s, st.attention_j, st.communication_s,
+                    st.migration_s, st.by_tier_s.tolist()))
+        done = [i for i in ids.tolist() if rng.random() < 0.05]
+        kvh.release(np.array(done, dtype=np.int64))
+        for i in done:
+            live.pop(i)
+    out.append((kvh.tier.tolist(), kvh.nblk.tolist(), kvh.summary()))
+    return out
+
+
+@pytest.mark.parametrize("placement", ["pam", "layered-sparse", "layered"])
+@pytest.mark.parametrize("switch", ["narrow-gather", "sink-unfolded", "scores-unchecked"])
+def test_fast_paths_give_the_same_results(placement: str, switch: str) -> None:
+    """The step's speed paths (whole-row gathers, the sink boost folded into the recency table,
+    relying on positive scores: importance 0 marks a new block) give bit-identical results
+    to the general ones, across spills into every tier, migrations and finished requests."""
+    spec, model = small_tiers(placement), load_model("llama3-8b")
+    built = BuiltSystem.build(spec, model)
+    runs = []
+    for general in (False, True):
+        kvh = KVHierarchy(built, model, RunConfig(batch=48), np.random.default_rng(5), 48, 4000)
+        if general and switch == "narrow-gather":
+            kvh._wide_factor = 0
+        elif general and switch == "sink-unfolded":
+            kvh._fold_sink = False
+        elif general:
+            kvh._positive_scores = False  # NaN marks a new block; zero-score guards on
+        runs.append(_serve(kvh, 11))
+    assert runs[0] == runs[1]
+    assert runs[0][-1][2]["kv_bytes_by_tier"]["ssd"] > 0, "the test should fill every tier"
+
+
+def test_a_step_before_any_reserve_gives_a_slot_and_reads_nothing() -> None:
+    spec, model = small_tiers("pam"), load_model("llama3-8b")
+    built = BuiltSystem.build(spec, model)
+    kvh = KVHierarchy(built, model, RunConfig(batch=8), np.random.default_rng(1), 8, 16)
+    ids, tok = np.arange(3), np.full(3, 100)
+    kvh.reserve(ids[:2], tok[:2])
+    st = kvh.step(ids, tok, 1)  # request 2 holds no block yet
+    s = int(kvh.slot_of[2])
+    assert s >= 0 and kvh.nblk[s] == 0
+    assert st.attention_s > 0
+    assert kvh.read_blocks == 2 and kvh.resident_blocks == 2 * 7  # ceil(7 / 8) each
+    check_invariants(kvh, {0: 100, 1: 100})
+    kvh.reserve(ids, tok + 1)
+    kvh.step(ids, tok + 1, 1)
+    check_invariants(kvh, {0: 101, 1: 101, 2: 101})
+
+
 # ------------------------------------------------------------------------------------------
 # qualitative results (PAM section 7)
 # ------------------------------------------------------------------------------------------

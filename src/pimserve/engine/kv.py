@@ -140,14 +140,16 @@ class KVStep:
 class KVHierarchy:
     """Per-block KV state of the running requests on a system's tiers, and its pricing.
 
-    Implementation notes (speed): a decode step is a few dozen numpy calls on the
-    ``[stepping request, block]`` matrices, whatever the number of tiers. Bank-group ids are
-    global over the tiers (tier offset + set x bank groups + bank group), so one ``bincount``
-    gives every tier's bank-group load; blocks beyond a request's length keep salience and
-    importance 0 (so their score is 0 without masking); the recency boost is looked up from a
-    strided ``[blocks, block]`` view; attention costs of a tier come from one table of
-    ``(attention, selection) x (time, energy)`` by tokens; the greedy mapping's bank-group order
-    is sorted once per change of the activity history.
+    Layout (chosen for speed: a decode step is a few dozen numpy calls whatever the number of
+    tiers). Per slot and block: ``_bgx`` the block's bank-group code (0: no block; tier ``k``'s
+    bank groups are codes ``_bg_off[k] .. + sets x n_bg``, so a code gives both the tier and
+    the bank group, and one ``bincount`` every tier's bank-group load), ``_sal`` its salience and
+    ``_imp`` its importance. Beyond a slot's ``nblk`` blocks, code, salience and importance are
+    0, so blocks past a request's length score 0 without masking. Row ``max_slots`` is a
+    sentinel, always empty: requests without a slot (``slot_of`` -1) index it. A step gathers
+    whole rows (``take``) while the widest request is at most twice the step's longest one,
+    else its columns only; the row sums run over the step's longest request either way, so
+    the results do not depend on the choice.
     """
 
     def __init__(
@@ -165,6 +167,7 @@ class KVHierarchy:
         self.model, self.cfg, self.rng = model, cfg, rng
         self.block_tokens = B = cfg.kv_block_tokens
         self.block_bytes = float(model.kv_bytes_per_token * B)
+        self._block_shift = None if B & (B - 1) else B.bit_length() - 1
         p = self.policy
         self.ratio = float(cfg.sparse_ratio or spec.sparse_ratio or p.sparse_ratio)
         self.sparse = self.ratio > 1.0
@@ -209,23 +212,32 @@ class KVHierarchy:
         # which per-step quantities some later computation reads
         self._need_imp = bool(self.scheduling) and nt > 1  # the EMA feeds Algorithm 2 only
         self._need_scores = self.sparse or self._need_imp
-        # --- per-block state, [slot, block]; beyond a slot's nblk: tier -1, sal 0, imp 0
+        # salience > 0 always (a log-normal far from float32's limits, or 1): every resident
+        # block scores > 0, so a request's k-th best block is resident and the score sums > 0
+        self._positive_scores = self.loc.salience_sigma <= 4.0
+        # implementation choices that do not change results (tests switch them)
+        self._wide_factor = 2  # gather whole rows while cols <= this x the step's longest
+        self._fold_sink = True  # fold a power-of-two sink boost into the recency table
+        # --- bank-group codes: 0 = no block, then each tier's (set, bank group) in turn
+        self._bg_total = [t.sets * t.n_bg for t in self.tiers]
+        self._bg_off = [1 + int(v) for v in np.cumsum([0, *self._bg_total])[:-1]]
+        n_codes = 1 + sum(self._bg_total)
+        self._n_codes = n_codes
+        self._tier_of_code = np.full(n_codes, -1, dtype=np.int8)
+        for k, (o, nb) in enumerate(zip(self._bg_off, self._bg_total, strict=True)):
+            self._tier_of_code[o: o + nb] = k
+        # --- per-block state, [slot, block] (+ the sentinel row)
         self.max_slots = max_slots
         self._cols = 64
-        self.tier = np.full((max_slots, self._cols), -1, dtype=np.int8)
-        self.bg = np.zeros((max_slots, self._cols), dtype=np.int32)  # global bank-group id
-        self.imp = np.zeros((max_slots, self._cols), dtype=np.float32)
-        self.sal = np.zeros((max_slots, self._cols), dtype=np.float32)
-        self.nblk = np.zeros(max_slots, dtype=np.int64)
+        code_dtype = np.int16 if n_codes < 1 << 15 else np.int32
+        self._bgx = np.zeros((max_slots + 1, self._cols), dtype=code_dtype)
+        self._sal = np.zeros((max_slots + 1, self._cols), dtype=np.float32)
+        self._imp = np.zeros((max_slots + 1, self._cols), dtype=np.float32)
+        self.nblk = np.zeros(max_slots + 1, dtype=np.int64)
         self.slot_of = np.full(max(n_requests, 1), -1, dtype=np.int64)  # request id -> slot
         self._free_slots = list(range(max_slots - 1, -1, -1))
-        # --- bank-group activity (greedy mapping): ring of the last `window` steps, all tiers'
-        # bank groups side by side (tier k's are columns _bg_off[k] .. + _bg_total[k])
-        self._bg_total = [t.sets * t.n_bg for t in self.tiers]
-        self._bg_off = [int(v) for v in np.cumsum([0, *self._bg_total])[:-1]]
-        self._act = np.zeros((self.window, sum(self._bg_total)), dtype=np.float32)
-        self._activity = [self._act[:, o: o + n]
-                          for o, n in zip(self._bg_off, self._bg_total, strict=True)]
+        # --- bank-group activity (greedy mapping): ring of the last `window` steps, by code
+        self._act = np.zeros((self.window, n_codes), dtype=np.float32)
         self._offload_cols = [(o, o + n) for o, n, t in
                               zip(self._bg_off, self._bg_total, self.tiers, strict=True)
                               if not t.compute]
@@ -233,16 +245,16 @@ class KVHierarchy:
         self._act_version = 0  # bumped whenever the activity history changes
         self._orders_version = -1
         self._orders: list[np.ndarray | None] = [None] * nt
+        self._act_sum = self._act[0]  # _act.sum(axis=0) as of _orders_version
         # --- pricing tables, by (tier, q_tokens, kind)
         self._tables = AttentionTables(model)
         self._pairs: dict[tuple[int, int], np.ndarray] = {}
-        self._kind2 = np.array([[0], [1]])
         self._rec = np.zeros(0, dtype=np.float32)
-        self._recw = np.zeros((1, 0), dtype=np.float32)  # [blocks, block] recency boost
+        self._recw = np.zeros((1, 0), dtype=np.float32)  # [blocks, block] recency (x sink)
+        self._sink_folded = False
         self._ktab = np.zeros(1, dtype=np.int64)  # blocks -> blocks the sparse attention reads
         self._wcols = 0
         self._ar = np.arange(max_slots)
-        self._zeros = np.zeros(max_slots, dtype=np.int64)
         self._hbm_ru = self._reduction_rate(self.tiers[0])
         # --- metrics
         self.migrated_bytes = 0.0
@@ -254,7 +266,29 @@ class KVHierarchy:
         self._attn_by_tier = [0.0] * nt
         self.written_bytes = np.zeros(nt)
 
-    # ------------------------------------------------------------------ metrics
+    # ------------------------------------------------------------------ views and metrics
+    @property
+    def tier(self) -> np.ndarray:
+        """Tier of each block, ``[slot, block]`` (-1: no block); a computed copy."""
+        return self._tier_of_code[self._bgx[: self.max_slots]]
+
+    @property
+    def bg(self) -> np.ndarray:
+        """Bank group of each block (global over tiers), ``[slot, block]``; a computed copy."""
+        return self._bgx[: self.max_slots] - 1
+
+    @property
+    def sal(self) -> np.ndarray:
+        """Latent salience of each block (locality model), ``[slot, block]`` (a view)."""
+        return self._sal[: self.max_slots]
+
+    @property
+    def imp(self) -> np.ndarray:
+        """Importance (PAM's EMA) of each block, ``[slot, block]`` (a view; until the block's
+        first step 0, or NaN for salience sigma > 4 where a score may be 0; kept only where
+        Algorithm 2 reads it)."""
+        return self._imp[: self.max_slots]
+
     @property
     def used_block_steps(self) -> np.ndarray:
         """Blocks resident on each tier, summed over steps (block x steps)."""
@@ -281,17 +315,21 @@ class KVHierarchy:
         new = max(cols, 2 * self._cols)
         pad = new - self._cols
 
-        def widen(a: np.ndarray, fill: float) -> np.ndarray:
-            return np.concatenate([a, np.full((a.shape[0], pad), fill, dtype=a.dtype)], axis=1)
+        def widen(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, np.zeros((a.shape[0], pad), dtype=a.dtype)], axis=1)
 
-        self.tier, self.bg = widen(self.tier, -1), widen(self.bg, 0)
-        self.imp, self.sal = widen(self.imp, 0), widen(self.sal, 0)
+        self._bgx, self._sal, self._imp = widen(self._bgx), widen(self._sal), widen(self._imp)
         self._cols = new
 
     def _build_recency(self) -> None:
         """Recency boost ``W[n, j] = rec[max(n - 1 - j, 0)]`` for a request of ``n`` blocks
-        (0 <= n <= cols) and its block ``j`` (a strided view: no copy), and the number of blocks
-        the sparse attention reads by blocks, ``max(ceil(n / ratio), 1)``."""
+        (0 <= n <= cols) and its block ``j``, and the blocks the sparse attention reads by
+        blocks, ``max(ceil(n / ratio), 1)``.
+
+        ``W`` is a strided view (no copy); for up to 2048 columns it is a table with the sink
+        boost folded into column 0 when that is exact (a power-of-two boost, salience far from
+        float32's limits: scaling by a power of two commutes with rounding) and row 0 (no
+        blocks) zero."""
         cols, loc = self._cols, self.loc
         if self._rec.size < cols:
             d = np.arange(max(cols, 2 * self._rec.size), dtype=np.float32)
@@ -299,10 +337,19 @@ class KVHierarchy:
                 np.float32
             )
         base = self._rec[np.maximum(np.arange(2 * cols) - cols, 0)]
-        self._recw = np.lib.stride_tricks.as_strided(
+        w = np.lib.stride_tricks.as_strided(
             base[cols - 1:], shape=(cols + 1, cols), strides=(base.strides[0], -base.strides[0]),
             writeable=False,
         )
+        sink = float(loc.sink_boost)
+        mant, _ = np.frexp(sink)
+        self._sink_folded = (self._fold_sink and cols <= 2048 and mant == 0.5
+                             and self._positive_scores)
+        if self._sink_folded:
+            w = w.copy()
+            w[:, 0] *= sink
+            w[0] = 0.0  # a request without blocks scores 0 everywhere
+        self._recw = w
         k = np.ceil(np.arange(cols + 1) / self.ratio).astype(np.int64)
         self._ktab = np.maximum(k, 1)
         self._wcols = cols
@@ -334,46 +381,56 @@ class KVHierarchy:
             return
         cm = int(self.nblk[s].max())
         if cm:
-            t = self.tier[s, :cm]
+            t = self._tier_of_code[self._bgx[s, :cm]]
             counts = np.bincount(t.ravel() + 1, minlength=self.n_tiers + 1).tolist()
             for k in range(self.n_tiers):
                 self.tiers[k].used -= counts[k + 1]
-            self.tier[s, :cm] = -1
-            self.sal[s, :cm] = 0.0
-            self.imp[s, :cm] = 0.0
+            self._bgx[s, :cm] = 0
+            self._sal[s, :cm] = 0.0
+            self._imp[s, :cm] = 0.0
         self.nblk[s] = 0
         self._free_slots.extend(s.tolist())
 
-    def _bg_order(self, k: int) -> np.ndarray:
-        """Tier ``k``'s global bank-group ids, ``[set, rank]``: each set's bank groups by
-        ascending activity over the last ``mapping_window`` steps (stable: ties by index)."""
+    def _recent_activity(self) -> np.ndarray:
+        """Activations of every bank group (by code) over the last ``mapping_window`` steps
+        (cached until the history changes)."""
         if self._orders_version != self._act_version:
             self._orders = [None] * self.n_tiers
+            self._act_sum = self._act.sum(axis=0)
             self._orders_version = self._act_version
+        return self._act_sum
+
+    def _bg_order(self, k: int) -> np.ndarray:
+        """Tier ``k``'s bank-group codes, ``[set, rank]``: each set's bank groups by ascending
+        activity over the last ``mapping_window`` steps (stable: ties by index)."""
+        act = self._recent_activity()
         order = self._orders[k]
         if order is None:
             t, off = self.tiers[k], self._bg_off[k]
-            act = self._activity[k].sum(axis=0).reshape(t.sets, t.n_bg)
+            act = act[off: off + self._bg_total[k]].reshape(t.sets, t.n_bg)
             order = np.argsort(act, axis=1, kind="stable")
             order += off + t.n_bg * np.arange(t.sets)[:, None]
-            order = order.astype(np.int32)
             self._orders[k] = order
         return order
 
-    def _map(self, k: int, slots: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Global bank-group ids (tier offset + set x n_bg + bg) on tier ``k`` for new blocks.
+    def _map(self, k: int, slots: np.ndarray, cols: np.ndarray) -> np.ndarray | int:
+        """Bank-group codes on tier ``k`` for new blocks of ``slots`` at columns ``cols``.
 
-        Greedy: the blocks of each replica set take its bank groups in order of increasing
-        recent activity (the i-th new block of a set the i-th least active, cycling)."""
+        Round-robin: bank group ``col mod n_bg`` of the slot's replica set. Greedy (PAM 6.1):
+        the new blocks of each replica set take its bank groups in order of increasing recent
+        activity (the i-th new block of a set the i-th least active, cycling)."""
         t = self.tiers[k]
         off = self._bg_off[k]
         if self.mapping == "round-robin" or t.n_bg == 1:
-            bgi = cols % t.n_bg + off
+            code = cols % t.n_bg + off
             if t.sets > 1:
-                bgi += (slots % t.sets) * t.n_bg
-            return bgi.astype(np.int32)
+                code += (slots % t.sets) * t.n_bg
+            return code
+        size = len(slots)
+        if t.sets == 1 and size == 1:  # the least active bank group (the first of equals)
+            act = self._recent_activity()[off: off + t.n_bg]
+            return off + int(act.argmin())
         order = self._bg_order(k)
-        size = slots.size
         if t.sets == 1:
             if size <= t.n_bg:
                 return order[0, :size]
@@ -390,53 +447,69 @@ class KVHierarchy:
         time (s) of the new KV written to tiers other than the first."""
         if reqs.size == 0:
             return 0.0
-        slots = self._slots(reqs)
+        slots = self.slot_of[reqs]
+        have = self.nblk.take(slots, mode="wrap")  # a request without a slot: the sentinel's 0
+        if not min(have.tolist()) > 0:
+            slots = self._slots(reqs)
         B = self.block_tokens
-        need = (np.asarray(tokens, dtype=np.int64) + (B - 1)) // B
-        have = self.nblk[slots]
+        if not isinstance(tokens, np.ndarray):
+            tokens = np.asarray(tokens, dtype=np.int64)
+        shift = self._block_shift  # a power-of-two block: the same ceiling by a shift
+        need = (tokens + (B - 1)) // B if shift is None else (tokens + (B - 1)) >> shift
         grow = need - have
-        if grow.max() <= 0:
+        grow_l = grow.tolist()
+        gmax = max(grow_l)
+        if gmax <= 0:
             return 0.0
-        np.maximum(grow, 0, out=grow)
-        nz = np.flatnonzero(grow)
-        total = int(grow.sum())
-        if total == nz.size:  # one new block each (decode steps)
-            rows = slots[nz]
-            cols = have[nz]
-            ncol = int(cols.max()) + 1
+        if gmax == 1:  # one new block each (decode steps)
+            idx = [i for i, g in enumerate(grow_l) if g > 0]
+            rows, cols = slots.take(idx, mode="wrap"), have.take(idx, mode="wrap")
+            total = len(idx)
         else:
+            np.maximum(grow, 0, out=grow)
+            total = int(grow.sum())
             rows = np.repeat(slots, grow)
             cols = np.repeat(have - (np.cumsum(grow) - grow), grow) + np.arange(total)
-            ncol = int(need.max())
-        if ncol > self._cols:
-            self._grow(ncol)
+        # tiers in order, each up to its room
         parts = []
         pos = 0
         for k, t in enumerate(self.tiers):
-            room = t.capacity_blocks - t.used
-            take = max(0, min(room, total - pos))
+            take = max(0, min(t.capacity_blocks - t.used, total - pos))
             if take:
                 parts.append((k, pos, pos + take))
-                t.used += take
                 pos += take
             if pos == total:
                 break
         if pos < total:
             raise AssertionError("KV blocks over capacity")  # pragma: no cover
+        if len(parts) == 1:
+            k = parts[0][0]
+            code = self._map(k, rows, cols)
+            try:
+                self._bgx[rows, cols] = code
+            except IndexError:  # a block beyond the widest request so far
+                self._grow(int(need.max()))
+                self._bgx[rows, cols] = code
+        else:
+            if int(need.max()) > self._cols:
+                self._grow(int(need.max()))
+            for k, a, b in parts:
+                self._bgx[rows[a:b], cols[a:b]] = self._map(k, rows[a:b], cols[a:b])
         written = 0.0
         for k, a, b in parts:
-            r, c = (rows, cols) if len(parts) == 1 else (rows[a:b], cols[a:b])
-            self.bg[r, c] = self._map(k, r, c)
-            self.tier[r, c] = k
+            self.tiers[k].used += b - a
             if k > 0:
                 nb = float(b - a) * self.block_bytes
                 self.written_bytes[k] += nb
                 written += self.tiers[k].link_time(nb)
         sigma = self.loc.salience_sigma
-        self.sal[rows, cols] = self.rng.lognormal(0.0, sigma, total) if sigma else 1.0
-        if self._need_imp:
-            self.imp[rows, cols] = np.nan
-        self.nblk[slots] = have + grow
+        self._sal[rows, cols] = self.rng.lognormal(0.0, sigma, total) if sigma else 1.0
+        if self._need_imp and not self._positive_scores:
+            self._imp[rows, cols] = np.nan  # (else 0 already marks a block never stepped)
+        if gmax == 1:
+            self.nblk[rows] = cols + 1
+        else:
+            self.nblk[slots] = have + grow
         return written
 
     # ------------------------------------------------------------------ pricing tables
@@ -450,11 +523,12 @@ class KVHierarchy:
         return self._tables.get(t.group, t.ways, q_tokens, cmax)
 
     def _pair_table(self, k: int, q_tokens: int, cmax: int) -> np.ndarray:
-        """Tier ``k``'s costs by tokens ``0 .. >= cmax`` as one array ``[kind, tokens, (time s,
-        energy J)]``: kind 0 the local attention, kind 1 (sparse only) the selection pass."""
+        """Tier ``k``'s costs by tokens ``0 .. size - 1`` (size > ``cmax``) as one array
+        ``[kind x size + tokens, (time s, energy J)]``: kind 0 the local attention, kind 1
+        (sparse only) the approximate-score pass."""
         key = (k, q_tokens)
         tab = self._pairs.get(key)
-        if tab is None or tab.shape[1] <= cmax:
+        if tab is None or tab.shape[0] <= (1 + self.sparse) * cmax:
             parts = [self._table(k, q_tokens, cmax, False)]
             if self.sparse:
                 parts.append(self._table(k, q_tokens, cmax, True))
@@ -463,30 +537,80 @@ class KVHierarchy:
             for i, (t, e) in enumerate(parts):
                 tab[i, :, 0] = t[:size]
                 tab[i, :, 1] = e[:size]
+            tab = tab.reshape(-1, 2)
             self._pairs[key] = tab
         return tab
 
     # ------------------------------------------------------------------ one step
     def _drift(self, slots: np.ndarray, n: np.ndarray, nv: int) -> None:
-        """A few blocks redraw their salience (importance persists and drifts slowly)."""
+        """A few blocks redraw their salience (importance persists and drifts slowly):
+        block ``floor(u x n)`` (``u`` uniform) of request ``r`` (uniform), in draw order."""
         loc = self.loc
         if loc.drift_per_step > 0 and loc.salience_sigma > 0:
             rng = self.rng
             k = rng.binomial(nv, loc.drift_per_step) if nv else 0
             if k:
-                r = rng.integers(0, slots.size, k)
-                c = (rng.random(k) * n[r]).astype(np.int64)
-                self.sal[slots[r], c] = rng.lognormal(0.0, loc.salience_sigma, k)
+                r = rng.integers(0, n.size, k)
+                c = (rng.random(k) * n.take(r, mode="wrap")).astype(np.int64)
+                self._sal[slots.take(r, mode="wrap"), c] = rng.lognormal(0.0, loc.salience_sigma, k)
 
-    def _scores(self, slots: np.ndarray, n: np.ndarray, C: int) -> np.ndarray:
-        """This step's per-block scores of the locality model, rows normalised to 1 (blocks
-        beyond a request's length score 0)."""
-        s = self.sal[slots, :C]
-        s *= self._recw[n, :C]
-        s[:, 0] *= self.loc.sink_boost
-        tot = np.add.reduce(s, axis=1, keepdims=True)
-        s /= np.maximum(tot, _TINY32, out=tot)
-        return s
+    def _price(
+        self, k: int, cnt: np.ndarray, nr: int, parts: int, slots: np.ndarray, ring: int,
+        q_tokens: int, width_tokens: int, ctx: np.ndarray, energy: float,
+    ) -> tuple[float, float, float]:
+        """One layer's local attention on tier ``k`` (a computing tier): ``cnt`` holds each
+        request's blocks read and resident on the tier (overwritten), ``nr`` their total.
+        Returns (time s, ``energy`` J plus the tier's, time s of the partial results'
+        transfer)."""
+        t = self.tiers[k]
+        R = cnt.shape[1]
+        np.multiply(cnt, self.block_tokens, out=cnt)
+        np.minimum(cnt, ctx, out=cnt)  # cnt[0]: tokens read, cnt[1]: tokens resident
+        tab = self._pair_table(k, q_tokens, width_tokens)
+        if self.sparse:
+            cnt[1] += tab.shape[0] // 2  # the selection pass's rows of the table
+            g = tab.take(cnt.ravel(), axis=0, mode="wrap")  # [(kind, request), (time, energy)]
+            e = np.add.reduce(g[:, 1].reshape(2, R), axis=1)
+            energy += float(e[0])
+            energy += float(e[1])  # approximate scores over all resident blocks
+            per_a, per_s = g[:R, 0].tolist(), g[R:, 0].tolist()
+        else:
+            g = tab.take(cnt[1], axis=0, mode="wrap")
+            energy += float(np.add.reduce(g[:, 1]))
+            per_a, per_s = g[:, 0].tolist(), None
+        off = self._bg_off[k]
+        load = self._act[ring, off: off + self._bg_total[k]]
+        if t.sets == 1:
+            work = 0.0  # in order, as a bincount with weights sums
+            if per_s is None:
+                for a in per_a:
+                    work += a
+            else:
+                for a, b in zip(per_a, per_s, strict=True):
+                    work += a + b
+            # the tier's load is its blocks read (integers: exact in float32 below 2**24)
+            tot = float(nr) if nr < 1 << 24 else float(np.add.reduce(load))
+            if tot > 0:
+                mean = np.float32(tot / t.n_bg)
+                imb = float(np.maximum.reduce(load) / mean)
+            else:
+                imb = 1.0
+            tt = work * imb  # >= work >= any request's time: imb >= 1
+        else:
+            per = np.asarray(per_a) if per_s is None else np.asarray(per_a) + np.asarray(per_s)
+            work = np.bincount(slots % t.sets, weights=per, minlength=t.sets)
+            lw = load.reshape(t.sets, t.n_bg)
+            mean = np.add.reduce(lw, axis=1)
+            np.true_divide(mean, np.intp(t.n_bg), out=mean, casting="unsafe")
+            mx = np.maximum.reduce(lw, axis=1)
+            imb = np.divide(mx, mean, out=np.ones(t.sets, dtype=np.float32), where=mean > 0)
+            tt = float((work * imb).max())  # >= any request's time: imb >= 1
+        # partial results to HBM-PIM (PAMattention) or per tile to the GPU (without)
+        m = self.model
+        pb = float(parts) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes)
+        x_s = t.link_time(pb) if (k > 0 or not self.pamattention) else 0.0
+        energy += t.link_energy(pb)
+        return tt, energy, x_s
 
     def step(self, reqs: np.ndarray, context: np.ndarray, q_tokens: int) -> KVStep:
         """Price one decode step's attention for requests ``reqs`` (ids) attending ``context``
@@ -498,128 +622,129 @@ class KVHierarchy:
             return KVStep(by_tier_s=np.zeros(nt))
         m = self.model
         L = m.n_layers
-        B = self.block_tokens
         tiers = self.tiers
-        slots = self._slots(reqs)
-        R = slots.size
-        n = self.nblk[slots]
-        C = int(n.max())
-        nv = int(n.sum())
-        if self._wcols < C:
+        slots = self.slot_of[reqs]
+        R = len(slots)
+        cnt = np.empty((2, R), dtype=np.int64)  # per request: blocks read, blocks resident
+        n = cnt[1]
+        self.nblk.take(slots, out=n, mode="wrap")
+        n_l = n.tolist()
+        C = max(n_l)
+        nv = sum(n_l)
+        empty_rows = not min(n_l) > 0  # a request without blocks (or without a slot yet)
+        if empty_rows:
+            slots = self._slots(reqs)
+        if self._wcols != self._cols:
             self._build_recency()
-        self._drift(slots, n, nv)
+        # gather whole rows (cheap, contiguous) unless the widest request is much wider
+        wide = self._cols <= self._wide_factor * C
+        width = self._cols if wide else C
         used = [k for k, t in enumerate(tiers) if t.used > 0]
         single = len(used) <= 1
-        tb = None if single else self.tier[slots, :C]
         valid = None
-        s = self._scores(slots, n, C) if self._need_scores else None
-        imp = None
-        if self._need_imp:
-            old = self.imp[slots, :C]
-            imp = s * self.lam
-            imp += (1.0 - self.lam) * old
-            np.copyto(imp, s, where=np.isnan(old))
-            self.imp[slots, :C] = imp
+        if empty_rows:
+            valid = np.arange(width) < n[:, None]
+        positive = self._positive_scores and not empty_rows  # the k-th best is resident
+        self._drift(slots, n, nv)
+        s = imp = None
+        if self._need_scores:
+            if wide:
+                s = self._sal.take(slots, axis=0, mode="wrap")
+                s *= self._recw.take(n, axis=0, mode="wrap")
+            else:
+                s = self._sal[slots, :C]
+                s *= self._recw[n, :C]
+            if not self._sink_folded:
+                s[:, 0] *= self.loc.sink_boost
+            if valid is not None:
+                s *= valid
+            tot = np.add.reduce(s[:, :C] if wide else s, axis=1)
+            if not positive:
+                np.maximum(tot, _TINY32, out=tot)
+            s /= tot[:, None]
+            if self._need_imp:  # I = lambda S + (1 - lambda) I; a block's first step: I = S
+                imp = self._imp.take(slots, axis=0, mode="wrap") if wide else self._imp[slots, :C]
+                fresh = imp == 0 if self._positive_scores else np.isnan(imp)
+                u = s * self.lam
+                imp *= 1.0 - self.lam
+                imp += u
+                np.copyto(imp, s, where=fresh)
+                if wide:
+                    self._imp[slots] = imp
+                else:
+                    self._imp[slots, :C] = imp
+        bgs = self._bgx.take(slots, axis=0, mode="wrap") if wide else self._bgx[slots, :C]
+        nread = cnt[0]
         if self.sparse:
-            srt = np.sort(s, axis=1)
-            thr = srt[self._ar[:R], C - self._ktab[n]]
+            self._ktab.take(n, out=nread, mode="wrap")  # blocks each request reads (without ties)
+            srt = s[:, :C].copy() if wide else s.copy()
+            srt.sort(axis=1)
+            thr = srt[self._ar[:R], srt.shape[1] - nread]  # each request's k-th best score
             sel = s >= thr[:, None]
-            if not thr.min() > 0:  # pragma: no cover - scores of resident blocks are > 0
-                valid = tb >= 0 if tb is not None else np.arange(C) < n[:, None]
+            if not positive and not thr.min() > 0:  # a request without blocks (or scores 0)
+                if valid is None:
+                    valid = np.arange(width) < n[:, None]
                 sel &= valid
+            nsel = np.count_nonzero(sel)
+            ties = nsel != sum(nread.tolist())  # a request reads more than its k
         else:
-            valid = tb >= 0 if tb is not None else np.arange(C) < n[:, None]
+            if valid is None:
+                valid = np.arange(width) < n[:, None]
             sel = valid
+            nsel = nv
+            nread[:] = n
+            ties = False
         self.resident_blocks += float(nv)
+        self.read_blocks += float(nsel)
 
-        ctx = np.asarray(context, dtype=np.int64)
+        ctx = context if type(context) is np.ndarray else np.asarray(context, dtype=np.int64)
         self._ring = ring = (self._ring + 1) % self.window
         self._act_version += 1
-        # every tier's bank-group load of this step's reads, by global bank-group id
-        if any(tiers[k].compute for k in used):
-            bgs = self.bg[slots, :C]
-            self._act[ring] = np.bincount(bgs[sel], minlength=self._act.shape[1])
-            for a, b in self._offload_cols:
-                self._act[ring, a:b] = 0.0
-        else:
-            self._act[ring] = 0.0
-        heads_vals = m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes  # one partial, B
+        # every tier's bank-group load of this step's reads, by code
+        self._act[ring] = np.bincount(bgs[sel], minlength=self._n_codes)
+        for a, b in self._offload_cols:
+            self._act[ring, a:b] = 0.0
         slowest = 0.0
         fetch_s = 0.0
         energy = 0.0
         comm_s = 0.0
         fetched_tokens = None
         tier_time = [0.0] * nt
-        read_total = 0
+        tb = None if single else self._tier_of_code.take(bgs, mode="wrap")
+        B = self.block_tokens
         for k in used:
             t = tiers[k]
             if single:
-                n_on = n
-                read_k = sel
+                if ties:
+                    np.add.reduce(sel, axis=1, out=nread)
+                nr = nsel
+                parts = R if positive else np.count_nonzero(nread)
             else:
                 on_k = tb == k
-                read_k = on_k if sel is valid else sel & on_k
-                n_on = np.count_nonzero(on_k, axis=1)
-            cnt = np.empty((2, R), dtype=np.int64)
-            nread = cnt[0]
-            np.add.reduce(read_k, axis=1, out=nread)
-            nr = int(nread.sum())
-            read_total += nr
+                np.add.reduce(on_k if sel is valid else sel & on_k, axis=1, out=nread)
+                cnt[1] = np.count_nonzero(on_k, axis=1)
+                nr = int(nread.sum())
+                parts = np.count_nonzero(nread)
             if not nr:
                 continue
-            cnt[1] = n_on
-            parts = np.count_nonzero(nread) if self.pamattention else nr
-            np.multiply(cnt, B, out=cnt)
-            np.minimum(cnt, ctx, out=cnt)  # cnt[0]: tokens read, cnt[1]: tokens resident
+            if not self.pamattention:
+                parts = nr
             if not t.compute:
-                tok = cnt[0] if self.sparse else cnt[1]
+                tok = np.minimum((nread if self.sparse else cnt[1]) * B, ctx)
                 nb = float(tok.sum()) * m.kv_bytes_per_token / L  # one layer's K and V
                 fetch_s = max(fetch_s, t.link_time(nb))
                 energy += t.link_energy(nb)
-                fetched_tokens = tok.copy() if fetched_tokens is None else fetched_tokens + tok
+                fetched_tokens = tok if fetched_tokens is None else fetched_tokens + tok
                 continue
-            tab = self._pair_table(k, q_tokens, C * B)
-            if self.sparse:
-                g = tab[self._kind2, cnt]  # [kind, request, (time, energy)]
-                per = g[0, :, 0] + g[1, :, 0]
-                e = np.add.reduce(g[:, :, 1], axis=1)
-                energy += float(e[0])
-                energy += float(e[1])  # approximate scores over all resident blocks
-            else:
-                g = tab[0, cnt[1]]
-                per = g[:, 0]
-                energy += float(np.add.reduce(g[:, 1]))
-            off = self._bg_off[k]
-            load = self._act[ring, off: off + self._bg_total[k]]
-            if t.sets == 1:
-                work = float(np.bincount(self._zeros[:R], weights=per, minlength=1)[0])
-                tot = float(np.add.reduce(load))
-                if tot > 0:
-                    mean = np.float32(tot / t.n_bg)
-                    imb = float(np.maximum.reduce(load) / mean)
-                else:
-                    imb = 1.0
-                tt = max(work * imb, float(per.max()))
-            else:
-                work = np.bincount(slots % t.sets, weights=per, minlength=t.sets)
-                lw = load.reshape(t.sets, t.n_bg)
-                mean = np.add.reduce(lw, axis=1)
-                np.true_divide(mean, np.intp(t.n_bg), out=mean, casting="unsafe")
-                mx = np.maximum.reduce(lw, axis=1)
-                imb = np.divide(mx, mean, out=np.ones(t.sets, dtype=np.float32), where=mean > 0)
-                tt = max(float((work * imb).max()), float(per.max()))
-            # partial results to HBM-PIM (PAMattention) or per tile to the GPU (without)
-            pb = float(parts) * heads_vals
-            x_s = t.link_time(pb) if (k > 0 or not self.pamattention) else 0.0
-            energy += t.link_energy(pb)
+            tt, energy, x_s = self._price(k, cnt, nr, parts, slots, ring, q_tokens, width * B,
+                                          ctx, energy)
             tier_time[k] = tt
             slowest = max(slowest, tt + x_s)
-        self.read_blocks += float(read_total)
         if fetched_tokens is not None and fetched_tokens.any():
             # offloaded KV computed on the first tier, after its fetch
             first = tiers[0]
             if tb is None:
-                tb = self.tier[slots, :C]
+                tb = self._tier_of_code.take(bgs, mode="wrap")
             tok0 = np.minimum((sel & (tb == 0)).sum(axis=1) * B, ctx) + fetched_tokens
             tab_t, tab_e = self._table(0, q_tokens, int(tok0.max()), False)
             per = tab_t[tok0]
@@ -641,28 +766,26 @@ class KVHierarchy:
         out = KVStep(attention_s=L * (slowest + red_s), attention_j=L * energy,
                      communication_s=L * comm_s, by_tier_s=np.array(by_tier))
         if self.scheduling and nt > 1 and not single:
-            assert tb is not None
+            assert tb is not None and imp is not None
             out.migration_s = self._rebalance(slots, tb, imp)
         return out
 
     def _account_residency(self) -> None:
         self.steps += 1
+        us, pk = self._used_sum, self._used_peak
         for k, t in enumerate(self.tiers):
             u = t.used
-            self._used_sum[k] += u
-            if u > self._used_peak[k]:
-                self._used_peak[k] = u
+            us[k] += u
+            if u > pk[k]:
+                pk[k] = u
 
-    def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray | None) -> float:
+    def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray) -> float:
         """Algorithm 2 over the stepping requests' blocks (``tb``: their tiers, ``imp``: their
         importance, ``[request, block]``); returns the migration time (s)."""
         valid = tb >= 0
         t = tb[valid].astype(np.int64)
-        if imp is None:  # pragma: no cover - the importance is kept whenever scheduling runs
-            imp = self.imp[slots, : tb.shape[1]]
-        imp = imp[valid]
         cap = max(64, int(MAX_SWAP_FRACTION * t.size))
-        swaps = algorithm2(imp, t, self.x, self.y, cap)
+        swaps = algorithm2(imp[valid], t, self.x, self.y, cap)
         if not swaps:
             return 0.0
         rows, cols = np.nonzero(valid)
@@ -670,15 +793,15 @@ class KVHierarchy:
         link_s = 0.0
         for a, b in swaps:
             ra, ca, rb, cb = rows[a], cols[a], rows[b], cols[b]
-            ta, tb_ = self.tier[ra, ca], self.tier[rb, cb]
-            self.tier[ra, ca] = tb_
-            self.tier[rb, cb] = ta
+            ta = self._tier_of_code[self._bgx[ra, ca]]
+            tb_ = self._tier_of_code[self._bgx[rb, cb]]
+            # the blocks trade tiers; each is mapped to a bank group of its new tier
             for k in np.unique(np.concatenate([ta, tb_])).tolist():
                 ma, mb = tb_ == k, ta == k
                 if ma.any():
-                    self.bg[ra[ma], ca[ma]] = self._map(k, ra[ma], ca[ma])
+                    self._bgx[ra[ma], ca[ma]] = self._map(k, ra[ma], ca[ma])
                 if mb.any():
-                    self.bg[rb[mb], cb[mb]] = self._map(k, rb[mb], cb[mb])
+                    self._bgx[rb[mb], cb[mb]] = self._map(k, rb[mb], cb[mb])
             nbytes = 2.0 * a.size * self.block_bytes
             self.migrated_bytes += nbytes
             slower = self.tiers[int(max(ta.max(), tb_.max()))]

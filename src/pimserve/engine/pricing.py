@@ -285,10 +285,13 @@ class IterationPricer:
             # keeps the pipeline full)
             mb = -(-m_tok // pp)
             et = tuple(-(-e // pp) for e in expert_tokens) if expert_tokens else expert_tokens
-            f1 = self.fc_layer(mb, prefill, et)
-            fc = replace(f1, energy_j=f1.energy_j * pp, gpu_flops=f1.gpu_flops * pp,
-                         flops=f1.flops * pp, gpu_j=f1.gpu_j * pp, pim_j=f1.pim_j * pp,
-                         comm_j=f1.comm_j * pp)
+            fc = self._fc.get(("pp", mb, prefill, et))
+            if fc is None:  # memoised like the layer itself
+                f1 = self.fc_layer(mb, prefill, et)
+                fc = replace(f1, energy_j=f1.energy_j * pp, gpu_flops=f1.gpu_flops * pp,
+                             flops=f1.flops * pp, gpu_j=f1.gpu_j * pp, pim_j=f1.pim_j * pp,
+                             comm_j=f1.comm_j * pp)
+                self._fc["pp", mb, prefill, et] = fc
         else:
             fc = self.fc_layer(m_tok, prefill, expert_tokens)
         head = self.lm_head(m_dec + int(pre_q.size), prefill)

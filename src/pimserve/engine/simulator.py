@@ -291,15 +291,18 @@ class Simulator:
             trace = {} if tl_lo <= it_count < tl_hi else None
             if trace is not None and kvh is not None:
                 kv_before = (kvh.written_bytes.copy(), kvh.migrated_bytes)
+            dec_ctx = kv[dec] + tlp  # decoding requests' context this step (tokens)
             if kvh is not None:
-                kv_write_s = kvh.reserve(
-                    np.concatenate([pre, dec]), np.concatenate([kv[pre] + chunks, kv[dec] + tlp])
-                )
-                kv_step = kvh.step(dec, kv[dec] + tlp, tlp)
+                if pre.size:
+                    kv_write_s = kvh.reserve(np.concatenate([pre, dec]),
+                                             np.concatenate([kv[pre] + chunks, dec_ctx]))
+                else:
+                    kv_write_s = kvh.reserve(dec, dec_ctx)
+                kv_step = kvh.step(dec, dec_ctx, tlp)
                 if trace is not None:
                     trace.update(self._kv_trace(*kv_before, kv_write_s))
             cost = self.pricer.step(
-                kv[dec] + tlp, tlp, chunks, pre_done[pre] + chunks, self._route(m_tok),
+                dec_ctx, tlp, chunks, pre_done[pre] + chunks, self._route(m_tok),
                 kv_step, kv_write_s, trace,
             )
             if not cost.time_s > 0:
