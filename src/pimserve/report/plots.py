@@ -330,36 +330,38 @@ def _stacked(ax: Any, labels: list[str], parts: list[dict[str, float]], unit: st
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
-def plot_time_breakdown(res: Results, path: Path) -> Path:
-    """Stacked bars: simulated seconds by part (FC GPU / FC-PIM, attention, comm., other)."""
+def _breakdown(res: Results, path: Path, parts: list[dict[str, float]], unit: str,
+               ylabel: str, title: str, suptitle: str) -> Path:
+    """Stacked bars of ``parts`` (one dict of part -> value per run) in ``unit``."""
     labels = [n for n, _ in res.runs]
-    parts = [{k: _num(v) for k, v in (r["time_breakdown_s"] or {}).items()} for _, r in res.runs]
     fig = _figure(max(6.5, 1.3 * len(labels) + 3.5), 4.8)
     ax = fig.subplots()
-    _stacked(ax, labels, parts, "s")
-    ax.set_ylabel("simulated time (s), summed over iterations")
-    ax.set_title("time breakdown (labels: share of the run's time)")
-    fig.suptitle(f"{_context(res)}: where the time goes", fontsize=11)
+    _stacked(ax, labels, parts, unit)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.suptitle(f"{_context(res)}: {suptitle}", fontsize=11)
     return _save(fig, path)
+
+
+def plot_time_breakdown(res: Results, path: Path) -> Path:
+    """Stacked bars: simulated seconds by part (FC GPU / FC-PIM, attention, comm., other)."""
+    parts = [{k: _num(v) for k, v in (r["time_breakdown_s"] or {}).items()} for _, r in res.runs]
+    return _breakdown(res, path, parts, "s", "simulated time (s), summed over iterations",
+                      "time breakdown (labels: share of the run's time)", "where the time goes")
 
 
 def plot_energy_breakdown(res: Results, path: Path) -> Path:
     """Stacked bars: energy per output token (J) by part; the total alone for results
     without ``energy_breakdown_j``."""
-    labels = [n for n, _ in res.runs]
     parts = []
     for _, r in res.runs:
         tok = _num(r["output_tokens"])
         per = 1.0 / tok if tok > 0 else math.nan
         eb = r.get("energy_breakdown_j") or {"other": r["energy_j"]}
         parts.append({k: _num(v) * per for k, v in eb.items()})
-    fig = _figure(max(6.5, 1.3 * len(labels) + 3.5), 4.8)
-    ax = fig.subplots()
-    _stacked(ax, labels, parts, "J")
-    ax.set_ylabel("energy per output token (J)")
-    ax.set_title("energy breakdown (labels: share of the run's energy)")
-    fig.suptitle(f"{_context(res)}: energy per output token", fontsize=11)
-    return _save(fig, path)
+    return _breakdown(res, path, parts, "J", "energy per output token (J)",
+                      "energy breakdown (labels: share of the run's energy)",
+                      "energy per output token")
 
 
 def plot_fc_placement(res: Results, path: Path) -> Path | str:

@@ -20,7 +20,8 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -155,11 +156,8 @@ def run_points(points: Sequence[Point], *, jobs: int | None = None,
                 if prog:
                     prog.advance(task)
         else:
-            # Largest first, so that the slow points do not finish last on an idle pool.
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as ex:
                 futs = {ex.submit(run_point, p): i for i, p in enumerate(points)}
-                from concurrent.futures import as_completed
-
                 for f in as_completed(futs):
                     rows[futs[f]] = f.result()
                     if prog:
@@ -167,17 +165,9 @@ def run_points(points: Sequence[Point], *, jobs: int | None = None,
     return [r for r in rows if r is not None]
 
 
-class _NoProgress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _progress(enabled: bool) -> Any:
     if not enabled:
-        return _NoProgress()
+        return nullcontext()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     return Progress("[progress.description]{task.description}", BarColumn(),
@@ -311,11 +301,6 @@ _LABEL_KEYS = {"experiment", "system", "model", "workload", "batch", "tlp", "slo
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean (the papers average speedups arithmetically); NaN when empty."""
     return float(np.mean(values)) if len(values) else math.nan
-
-
-def gmean(values: Sequence[float]) -> float:
-    """Geometric mean; NaN when empty."""
-    return float(np.exp(np.mean(np.log(values)))) if len(values) else math.nan
 
 
 # ------------------------------------------------------------------------------------------

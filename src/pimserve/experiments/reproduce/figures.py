@@ -20,6 +20,19 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
           "#7f7f7f", "#bcbd22", "#17becf")
 
 
+def _finish_panel(ax: plt.Axes, x: np.ndarray, cats: Sequence[str], title: str, log: bool,
+                  reference_line: float | None, rotation: int) -> None:
+    """A bar panel's common dressing: reference line, category ticks, title, y scale, grid."""
+    if reference_line is not None:
+        ax.axhline(reference_line, color="black", lw=0.8)
+    ax.set_xticks(x, cats, rotation=rotation, ha="right", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    if log:
+        ax.set_yscale("log")
+        _plain_log_labels(ax)
+    ax.grid(axis="y", alpha=0.3)
+
+
 def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=130)
@@ -67,14 +80,7 @@ def grouped_bars(path: Path, panels: Mapping[str, Mapping[str, Sequence[float]]]
                    color=COLORS[i % len(COLORS)])
             if paper and sname in paper:
                 ax.axhline(paper[sname], color=COLORS[i % len(COLORS)], ls="--", lw=1)
-        if reference_line is not None:
-            ax.axhline(reference_line, color="black", lw=0.8)
-        ax.set_xticks(x, cats, rotation=45, ha="right", fontsize=8)
-        ax.set_title(pname, fontsize=10)
-        if log:
-            ax.set_yscale("log")
-            _plain_log_labels(ax)
-        ax.grid(axis="y", alpha=0.3)
+        _finish_panel(ax, x, cats, pname, log, reference_line, rotation=45)
     axes[0][0].set_ylabel(ylabel)
     if legend_outside:
         axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -153,14 +159,7 @@ def bars_with_reference(path: Path, panels: Mapping[str, Mapping[str, float]], *
         if px:
             ax.scatter(px, [ref[c] for c in cats if c in ref], marker="D", color="black",
                        zorder=3, s=22, label="paper")
-        if reference_line is not None:
-            ax.axhline(reference_line, color="black", lw=0.8)
-        ax.set_xticks(x, cats, rotation=25, ha="right", fontsize=8)
-        ax.set_title(pname, fontsize=10)
-        if log:
-            ax.set_yscale("log")
-            _plain_log_labels(ax)
-        ax.grid(axis="y", alpha=0.3)
+        _finish_panel(ax, x, cats, pname, log, reference_line, rotation=25)
         ax.legend(fontsize=7, loc="upper left")
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=11)

@@ -35,6 +35,7 @@ from pimserve.experiments.reproduce.common import (
     Point,
     Reproduction,
     mean,
+    ratios,
     scaled_system,
     select,
 )
@@ -244,19 +245,7 @@ def offline_ratios(rows: Sequence[dict[str, Any]], num: str, den: str,
                    metric: str = "throughput_tok_s", invert: bool = False) -> list[float]:
     """Per offline configuration (model, workload, batch): ``metric`` of ``num`` over ``den``
     (``invert``: den over num); pairs with a failed or zero side are left out."""
-    def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r.get("model"), r.get("workload"), r.get("batch"))
-
-    dens = {key(r): r for r in rows if r.get("system") == den and "error" not in r}
-    out = []
-    for r in rows:
-        if r.get("system") != num or "error" in r or key(r) not in dens:
-            continue
-        a, b = r.get(metric), dens[key(r)].get(metric)
-        if not a or not b:
-            continue
-        out.append(float(b) / float(a) if invert else float(a) / float(b))
-    return out
+    return ratios(rows, num, den, metric, by=("model", "workload", "batch"), invert=invert)
 
 
 def attention_per_token(row: dict[str, Any] | None) -> float:

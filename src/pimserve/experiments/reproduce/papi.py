@@ -13,6 +13,7 @@ table on LLaMA-65B only.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,6 +28,7 @@ from pimserve.experiments.reproduce.common import (
     scaled_system,
     select,
 )
+from pimserve.specs.catalog import load_system
 
 MODELS = ("llama-65b", "gpt3-66b", "gpt3-175b")
 WORKLOADS = ("dolly-creative", "dolly-qa")
@@ -72,10 +74,10 @@ _CAUSE_QA = (
     "a lower gain on qa."
 )
 _CAUSE_TLP = (
-    "PAPI's alpha (52) is above 4 requests x 8 tokens = 32, so pimserve keeps every FC kernel "
-    "on FC-PIM over the whole sweep (largest GPU share {gpu:.2f}) and the gain does not shrink "
-    "towards A100+AttAcc as the paper's does; the paper's crossover must lie below 32, which "
-    "its FC-PIM being slower relative to the A100s (2.9x vs pimserve's) also implies."
+    "PAPI's alpha ({alpha:g}) is above 4 requests x 8 tokens = 32, so pimserve keeps every FC "
+    "kernel on FC-PIM over the whole sweep (largest GPU share {gpu:.2f}) and the gain does not "
+    "shrink towards A100+AttAcc as the paper's does; the paper's crossover must lie below 32, "
+    "which its FC-PIM being slower relative to the A100s (2.9x vs pimserve's) also implies."
 )
 _CAUSE_ENERGY_PIM = (
     "pimserve prices AttAcc-only's PIM FC with the same in-bank energy per bit as FC-PIM, so "
@@ -99,6 +101,14 @@ _CAUSE_COMM = (
 )
 
 
+def _papi_alpha() -> float:
+    """The papi preset's alpha (RLP x TLP), from its calibration."""
+    alpha = load_system("papi").policies.alpha
+    if alpha is None:  # pragma: no cover - the preset stores its calibrated value
+        raise ValueError("the papi preset has no alpha")
+    return float(alpha)
+
+
 def _n_requests(batch: int, quick: bool) -> int:
     """Requests per point: whole static batches, enough for stable means."""
     return max(batch, 32 if quick else 128)
@@ -113,7 +123,8 @@ class PAPIReproduction(Reproduction):
         "Static batching of Dolly-like requests (synthetic lengths fitted to the Dolly "
         "categories, `pimserve workloads`); a batch's requests start together and the next "
         "batch starts when it empties, as PAPI evaluates.",
-        "PAPI's alpha is the offline calibration `pimserve calibrate --system papi` (52), "
+        "PAPI's alpha is the offline calibration `pimserve calibrate --system papi` (the papi "
+        "preset's value, listed under the open parameters), "
         "not a value from the paper (it gives none).",
         "Energy covers DRAM access, transfer and computation of every device (AttAcc's energy "
         "table); static power is not charged, as in AttAcc's simulator.",
@@ -158,25 +169,23 @@ class PAPIReproduction(Reproduction):
                 and p.labels["batch"] in (4, 64) and p.labels["tlp"] in (1, 4)]
 
     def parameters(self) -> list[Parameter]:
+        alpha0 = _papi_alpha()
         def alpha(p: Point, f: float) -> Point:
             if p.labels["system"] != "papi":
                 return p
-            return Point(p.labels, p.system, p.model, p.workload, p.n_requests,
-                         {**p.options, "alpha": 52 * f})
+            return replace(p, options={**p.options, "alpha": alpha0 * f})
 
         def devices(names: dict[str, dict[str, float]]) -> Any:
             def apply(p: Point, f: float) -> Point:
                 ch = {d: {k: f for k in fields} for d, fields in names.items()}
-                return Point(p.labels, scaled_system(p.system, devices=ch), p.model,
-                             p.workload, p.n_requests, p.options)
+                return replace(p, system=scaled_system(p.system, devices=ch))
             return apply
 
         def link(p: Point, f: float) -> Point:
-            return Point(p.labels, scaled_system(p.system, links={"pcie5": {"bw_gbps": f}}),
-                         p.model, p.workload, p.n_requests, p.options)
+            return replace(p, system=scaled_system(p.system, links={"pcie5": {"bw_gbps": f}}))
 
         return [
-            Parameter("PAPI alpha", "52 (RLP x TLP)",
+            Parameter("PAPI alpha", f"{alpha0:g} (RLP x TLP)",
                       "the crossover of one layer's FC time on 30 FC-PIM stacks and on 6 "
                       "A100s (offline calibration, as the paper describes; value not given)",
                       alpha),
@@ -219,7 +228,8 @@ class PAPIReproduction(Reproduction):
             cw=mean(ratios(select(cw, model="gpt3-175b"), "papi", "a100-attacc")))
         fc_gpu_tlp = [r["fc_on_gpu_fraction"] for r in select(tlp, system="papi")
                       if "fc_on_gpu_fraction" in r]
-        cause_tlp = _CAUSE_TLP.format(gpu=max(fc_gpu_tlp, default=float("nan")))
+        cause_tlp = _CAUSE_TLP.format(gpu=max(fc_gpu_tlp, default=float("nan")),
+                                      alpha=_papi_alpha())
         en = {(b, t): mean(ratios(select(cw, batch=b, tlp=t), "papi", "attacc-only",
                                   "energy_per_token_j", invert=True))
               for b, t in ((4, 1), (64, 4))}
