@@ -145,26 +145,39 @@ def test_greedy_mapping_beats_round_robin_under_skewed_access() -> None:
     assert times["round-robin"] > 1.2 * times["greedy"]
 
 
-def _serve(kvh: KVHierarchy, seed: int, steps: int = 40) -> list:
+def _serve(
+    kvh: KVHierarchy, seed: int, steps: int = 40, one_call: bool = False, short_until: int = 0
+) -> list:
     """Admit, grow, step and finish random requests; every step's outputs, then the final
-    per-block placement and the summary."""
+    per-block placement and the summary. Before step ``short_until`` prompts are short (the
+    KV stays on the first tier), then up to 20,000 tokens."""
     rng = np.random.default_rng(seed)
     cap_tokens = kvh.capacity_blocks * kvh.block_tokens
     live: dict[int, int] = {}
     next_id = 0
     out: list = []
     for _step in range(steps):
+        new = []
         while len(live) < 40 and sum(live.values()) + 40_000 < 0.85 * cap_tokens:
-            live[next_id] = int(rng.integers(1, 20_000))  # a new request: its whole prompt
+            longest = 2_000 if _step < short_until else 20_000
+            live[next_id] = int(rng.integers(1, longest))  # a new request: its whole prompt
+            new.append(next_id)
             next_id += 1
         ids = np.array(sorted(live), dtype=np.int64)
         for i in ids.tolist():
             live[i] += 1
         tok = np.array([live[i] for i in ids.tolist()], dtype=np.int64)
-        written = kvh.reserve(ids, tok)
-        st = kvh.step(ids, tok, 1)
+        if one_call:  # as the simulator: prompts first, then step(..., reserve=True)
+            written = 0.0
+            if new:
+                written = kvh.reserve(np.array(new), np.array([live[i] - 1 for i in new]))
+            st = kvh.step(ids, tok, 1, reserve=True)
+            written += st.write_s
+        else:
+            written = kvh.reserve(ids, tok)
+            st = kvh.step(ids, tok, 1)
         out.append((written, st.attention_s, st.attention_j, st.communication_s,
-                    st.migration_s, st.by_tier_s.tolist()))
+                    st.migration_s, list(st.by_tier_s)))
         done = [i for i in ids.tolist() if rng.random() < 0.05]
         kvh.release(np.array(done, dtype=np.int64))
         for i in done:
@@ -174,25 +187,91 @@ def _serve(kvh: KVHierarchy, seed: int, steps: int = 40) -> list:
 
 
 @pytest.mark.parametrize("placement", ["pam", "layered-sparse", "layered"])
-@pytest.mark.parametrize("switch", ["narrow-gather", "sink-unfolded", "scores-unchecked"])
+@pytest.mark.parametrize(
+    "switch", ["narrow-gather", "sink-unfolded", "scores-unchecked", "one-tier-general"]
+)
 def test_fast_paths_give_the_same_results(placement: str, switch: str) -> None:
     """The step's speed paths (whole-row gathers, the sink boost folded into the recency table,
-    relying on positive scores: importance 0 marks a new block) give bit-identical results
-    to the general ones, across spills into every tier, migrations and finished requests."""
+    relying on positive scores: importance 0 marks a new block, the one-tier decode step)
+    give bit-identical results to the general ones, across spills into every tier,
+    migrations and finished requests."""
     spec, model = small_tiers(placement), load_model("llama3-8b")
     built = BuiltSystem.build(spec, model)
     runs = []
+    fast_steps = 0
     for general in (False, True):
         kvh = KVHierarchy(built, model, RunConfig(batch=48), np.random.default_rng(5), 48, 4000)
         if general and switch == "narrow-gather":
             kvh._wide_factor = 0
         elif general and switch == "sink-unfolded":
             kvh._fold_sink = False
-        elif general:
+        elif general and switch == "scores-unchecked":
             kvh._positive_scores = False  # NaN marks a new block; zero-score guards on
-        runs.append(_serve(kvh, 11))
+        elif general:
+            kvh._fast_one_tier = False
+        if not general:  # count the steps the one-tier path takes
+            fast = kvh._step_one_tier
+
+            def counted(*a: object, _f=fast) -> object:
+                nonlocal fast_steps
+                out = _f(*a)
+                fast_steps += out is not None
+                return out
+
+            kvh._step_one_tier = counted
+        # the one-tier path: short prompts on the first tier, then a spill
+        scenario = {"steps": 60, "short_until": 15} if switch == "one-tier-general" else {}
+        runs.append(_serve(kvh, 11, one_call=True, **scenario))
     assert runs[0] == runs[1]
-    assert runs[0][-1][2]["kv_bytes_by_tier"]["ssd"] > 0, "the test should fill every tier"
+    kv_bytes = runs[0][-1][2]["kv_bytes_by_tier"]
+    if switch == "one-tier-general":
+        assert fast_steps > 10, "the test should exercise the one-tier path"
+        assert kv_bytes["ddr"] > 0, "the test should spill beyond the first tier"
+    else:
+        assert kv_bytes["ssd"] > 0, "the test should fill every tier"
+
+
+def _scores(kvh: KVHierarchy, req: int) -> np.ndarray:
+    """The locality model's normalised scores S of request ``req``'s blocks from its current
+    salience (LocalitySpec's formula, in float64)."""
+    loc = kvh.loc
+    slot = int(kvh.slot_of[req])
+    n = int(kvh.nblk[slot])
+    d = n - 1 - np.arange(n)
+    s = kvh.sal[slot, :n] * (1.0 + loc.recency_boost * np.exp(-d / loc.recency_blocks))
+    s[0] *= loc.sink_boost
+    return s / s.sum()
+
+
+def test_importance_is_kept_while_the_kv_spans_tiers() -> None:
+    """PAM's importance EMA feeds only Algorithm 2, which runs while the KV spans more than one
+    tier: on one tier it is not updated; at the first step on more than one tier every
+    stepping block starts afresh (I = S, whatever it held before), then I = 0.6 S + 0.4 I."""
+    spec, model = small_tiers("pam"), load_model("llama3-8b")
+    built = BuiltSystem.build(spec, model)
+    kvh = KVHierarchy(built, model, RunConfig(batch=48), np.random.default_rng(1), 48, 100)
+    ids, tok = np.arange(10), np.full(10, 1000)
+    kvh.reserve(ids, tok)
+    for _ in range(5):
+        tok += 1
+        kvh.step(ids, tok, 1, reserve=True)
+    assert not kvh.imp.any(), "no importance is kept on one tier"
+    kvh.imp[:] = 0.5  # what a stale EMA would hold
+    kvh.reserve(np.array([10]), np.array([150_000]))  # beyond the HBM tier's 140k tokens
+    assert kvh.tiers[1].used > 0
+    ids, tok = np.arange(11), np.append(tok + 1, 150_001)
+    kvh.step(ids, tok, 1)
+    first = {}
+    for r in ids.tolist():
+        slot, n = int(kvh.slot_of[r]), int(kvh.nblk[int(kvh.slot_of[r])])
+        first[r] = _scores(kvh, r)
+        np.testing.assert_allclose(kvh.imp[slot, :n], first[r], rtol=2e-5, atol=1e-9)
+    tok += 1
+    kvh.step(ids, tok, 1)
+    for r in (0, 10):
+        slot, n = int(kvh.slot_of[r]), int(kvh.nblk[int(kvh.slot_of[r])])
+        want = 0.6 * _scores(kvh, r) + 0.4 * first[r]
+        np.testing.assert_allclose(kvh.imp[slot, :n], want, rtol=2e-5, atol=1e-9)
 
 
 def test_a_step_before_any_reserve_gives_a_slot_and_reads_nothing() -> None:

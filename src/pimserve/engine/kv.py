@@ -13,7 +13,12 @@ step it:
    ``mapping_window`` steps);
 2. draws the step's per-block attention scores from the locality model
    (:class:`~pimserve.specs.kv.LocalitySpec`) and updates the importance EMA
-   ``I = lambda S + (1 - lambda) I`` (PAM eq. 7);
+   ``I = lambda S + (1 - lambda) I`` (PAM eq. 7). The EMA is Algorithm 2's input and
+   Algorithm 2 only runs while the KV spans more than one tier, so it is kept only then: at
+   the first such step after steps on one tier every block starts afresh (``I = S``, as a
+   new block's first step). With ``lambda`` = 0.6 an EMA forgets 99% of its past within five
+   steps, so this only differs from updating it on every step in the first few steps after a
+   spill, and a one-tier step skips it;
 3. selects the blocks the sparse attention reads: the top ``ceil(blocks / ratio)`` by score
    (Double Sparsity at compression ``ratio``), or all blocks when dense;
 4. prices attention per tier (below) and the approximate-score pass of the sparse selection;
@@ -50,7 +55,7 @@ they run on the links while the iteration computes, so a step takes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,6 +84,41 @@ resident token."""
 
 _TINY32 = np.nextafter(np.float32(0), np.float32(1))
 """Smallest positive float32: normalising a row of zero scores divides by it (0 / tiny = 0)."""
+
+_TAKEN = np.iinfo(np.int64).max
+"""Activity that marks a bank group already given a block in this mapping."""
+
+_SMALL_MAP = 8
+"""Greedy mapping of at most this many new blocks on a one-set tier picks them by repeated
+``argmin`` (the same order as a stable sort, without sorting every bank group)."""
+
+
+class _Draws:
+    """Random draws in bulk for the locality model: uniforms on [0, 1) and log-normal
+    saliences ``exp(sigma N(0, 1))``, drawn ``size`` at a time from ``rng`` and handed out in
+    order (a step needs a few dozen; one generator call per draw would cost more than the
+    draws). Deterministic for a given generator state."""
+
+    def __init__(self, rng: np.random.Generator, sigma: float, size: int = 16384):
+        self.rng, self.sigma, self.size = rng, sigma, size
+        self._u = self._ln = np.zeros(0)
+        self._iu = self._iln = 0
+
+    def uniform(self, k: int) -> np.ndarray:
+        """``k`` uniforms on [0, 1) (a read-only view)."""
+        i = self._iu
+        if i + k > self._u.size:
+            self._u, i = self.rng.random(max(self.size, k)), 0
+        self._iu = i + k
+        return self._u[i: i + k]
+
+    def lognormal(self, k: int) -> np.ndarray:
+        """``k`` log-normal saliences of log-mean 0 and log-sd ``sigma`` (a view)."""
+        i = self._iln
+        if i + k > self._ln.size:
+            self._ln, i = self.rng.lognormal(0.0, self.sigma, max(self.size, k)), 0
+        self._iln = i + k
+        return self._ln[i: i + k]
 
 
 @dataclass
@@ -130,11 +170,12 @@ def _bank_groups(group: GroupModel) -> int:
 class KVStep:
     """One decode step's attention and KV-movement cost, all layers, with its breakdown."""
 
+    write_s: float = 0.0  # new KV written to lower tiers (``step(..., reserve=True)``)
     attention_s: float = 0.0
     attention_j: float = 0.0
     communication_s: float = 0.0
     migration_s: float = 0.0
-    by_tier_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    by_tier_s: tuple[float, ...] = ()  # each tier's decode attention (s), in tier order
 
 
 class KVHierarchy:
@@ -179,6 +220,7 @@ class KVHierarchy:
         self.window = spec.mapping_window
         self.migration = cfg.migration or spec.migration
         self.loc: LocalitySpec = spec.locality
+        self._draws = _Draws(rng, self.loc.salience_sigma)
 
         groups = built.spec.tiers()
         models = built.tiers
@@ -210,14 +252,20 @@ class KVHierarchy:
         nt = len(self.tiers)
         self.n_tiers = nt
         # which per-step quantities some later computation reads
-        self._need_imp = bool(self.scheduling) and nt > 1  # the EMA feeds Algorithm 2 only
-        self._need_scores = self.sparse or self._need_imp
+        # the EMA feeds Algorithm 2 only, which runs while the KV spans more than one tier: it
+        # is kept from a block's first step on such a hierarchy (see ``step``)
+        self._need_imp = bool(self.scheduling) and nt > 1
+        self._imp_stale = False  # steps ran on one tier since the EMA was last updated
         # salience > 0 always (a log-normal far from float32's limits, or 1): every resident
         # block scores > 0, so a request's k-th best block is resident and the score sums > 0
         self._positive_scores = self.loc.salience_sigma <= 4.0
         # implementation choices that do not change results (tests switch them)
         self._wide_factor = 2  # gather whole rows while cols <= this x the step's longest
+        self._fast_one_tier = True  # _step_one_tier where it applies
         self._fold_sink = True  # fold a power-of-two sink boost into the recency table
+        t0 = self.tiers[0]
+        self._one_tier_ok = (self.sparse and t0.sets == 1 and self._block_shift is not None
+                             and self.loc.salience_sigma > 0)
         # --- bank-group codes: 0 = no block, then each tier's (set, bank group) in turn
         self._bg_total = [t.sets * t.n_bg for t in self.tiers]
         self._bg_off = [1 + int(v) for v in np.cumsum([0, *self._bg_total])[:-1]]
@@ -237,7 +285,7 @@ class KVHierarchy:
         self.slot_of = np.full(max(n_requests, 1), -1, dtype=np.int64)  # request id -> slot
         self._free_slots = list(range(max_slots - 1, -1, -1))
         # --- bank-group activity (greedy mapping): ring of the last `window` steps, by code
-        self._act = np.zeros((self.window, n_codes), dtype=np.float32)
+        self._act = [np.zeros(n_codes, dtype=np.int64) for _ in range(self.window)]
         self._offload_cols = [(o, o + n) for o, n, t in
                               zip(self._bg_off, self._bg_total, self.tiers, strict=True)
                               if not t.compute]
@@ -245,7 +293,7 @@ class KVHierarchy:
         self._act_version = 0  # bumped whenever the activity history changes
         self._orders_version = -1
         self._orders: list[np.ndarray | None] = [None] * nt
-        self._act_sum = self._act[0]  # _act.sum(axis=0) as of _orders_version
+        self._act_sum = np.zeros(n_codes, dtype=np.int64)  # the window's sum, kept current
         # --- pricing tables, by (tier, q_tokens, kind)
         self._tables = AttentionTables(model)
         self._pairs: dict[tuple[int, int], np.ndarray] = {}
@@ -255,14 +303,19 @@ class KVHierarchy:
         self._ktab = np.zeros(1, dtype=np.int64)  # blocks -> blocks the sparse attention reads
         self._wcols = 0
         self._ar = np.arange(max_slots)
+        self._ones = np.ones(2 * max_slots)
         self._hbm_ru = self._reduction_rate(self.tiers[0])
         # --- metrics
         self.migrated_bytes = 0.0
         self.read_blocks = 0.0
         self.resident_blocks = 0.0
         self.steps = 0
+        # blocks resident per tier summed over steps, and the peak, accumulated lazily: a
+        # tier's count is constant between changes, so each change (``_use``) first credits
+        # the steps since the tier's last change with the count they saw
         self._used_sum = [0] * nt
         self._used_peak = [0] * nt
+        self._used_since = [0] * nt  # self.steps at the tier's last change
         self._attn_by_tier = [0.0] * nt
         self.written_bytes = np.zeros(nt)
 
@@ -292,12 +345,28 @@ class KVHierarchy:
     @property
     def used_block_steps(self) -> np.ndarray:
         """Blocks resident on each tier, summed over steps (block x steps)."""
+        for k in range(self.n_tiers):
+            self._use(k, 0)
         return np.array(self._used_sum, dtype=np.float64)
 
     @property
     def peak_used_blocks(self) -> np.ndarray:
         """Most blocks resident on each tier at the start of a step (blocks)."""
+        for k in range(self.n_tiers):
+            self._use(k, 0)
         return np.array(self._used_peak, dtype=np.int64)
+
+    def _use(self, k: int, delta: int) -> None:
+        """Change tier ``k``'s resident blocks by ``delta``, first crediting the steps that
+        saw the old count to the residency sums."""
+        t = self.tiers[k]
+        since = self.steps - self._used_since[k]
+        if since:
+            self._used_sum[k] += t.used * since
+            if t.used > self._used_peak[k]:
+                self._used_peak[k] = t.used
+            self._used_since[k] = self.steps
+        t.used += delta
 
     @property
     def attention_by_tier_s(self) -> np.ndarray:
@@ -384,7 +453,8 @@ class KVHierarchy:
             t = self._tier_of_code[self._bgx[s, :cm]]
             counts = np.bincount(t.ravel() + 1, minlength=self.n_tiers + 1).tolist()
             for k in range(self.n_tiers):
-                self.tiers[k].used -= counts[k + 1]
+                if counts[k + 1]:
+                    self._use(k, -counts[k + 1])
             self._bgx[s, :cm] = 0
             self._sal[s, :cm] = 0.0
             self._imp[s, :cm] = 0.0
@@ -396,7 +466,6 @@ class KVHierarchy:
         (cached until the history changes)."""
         if self._orders_version != self._act_version:
             self._orders = [None] * self.n_tiers
-            self._act_sum = self._act.sum(axis=0)
             self._orders_version = self._act_version
         return self._act_sum
 
@@ -430,6 +499,14 @@ class KVHierarchy:
         if t.sets == 1 and size == 1:  # the least active bank group (the first of equals)
             act = self._recent_activity()[off: off + t.n_bg]
             return off + int(act.argmin())
+        if t.sets == 1 and size <= min(_SMALL_MAP, t.n_bg):  # the stable order's first few
+            act = self._recent_activity()[off: off + t.n_bg].copy()
+            code = np.empty(size, dtype=np.int64)
+            for i in range(size):
+                j = int(act.argmin())
+                code[i] = off + j
+                act[j] = _TAKEN
+            return code
         order = self._bg_order(k)
         if t.sets == 1:
             if size <= t.n_bg:
@@ -447,6 +524,13 @@ class KVHierarchy:
         time (s) of the new KV written to tiers other than the first."""
         if reqs.size == 0:
             return 0.0
+        return self._reserve(reqs, tokens)[0]
+
+    def _reserve(
+        self, reqs: np.ndarray, tokens: np.ndarray
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """:meth:`reserve` for ``reqs`` (not empty); returns (link time s, the requests' slots,
+        their blocks afterwards)."""
         slots = self.slot_of[reqs]
         have = self.nblk.take(slots, mode="wrap")  # a request without a slot: the sentinel's 0
         if not min(have.tolist()) > 0:
@@ -457,14 +541,13 @@ class KVHierarchy:
         shift = self._block_shift  # a power-of-two block: the same ceiling by a shift
         need = (tokens + (B - 1)) // B if shift is None else (tokens + (B - 1)) >> shift
         grow = need - have
-        grow_l = grow.tolist()
-        gmax = max(grow_l)
+        gmax = max(grow.tolist())
         if gmax <= 0:
-            return 0.0
+            return 0.0, slots, have
         if gmax == 1:  # one new block each (decode steps)
-            idx = [i for i, g in enumerate(grow_l) if g > 0]
+            idx = np.flatnonzero(grow > 0)
             rows, cols = slots.take(idx, mode="wrap"), have.take(idx, mode="wrap")
-            total = len(idx)
+            total = idx.size
         else:
             np.maximum(grow, 0, out=grow)
             total = int(grow.sum())
@@ -497,20 +580,20 @@ class KVHierarchy:
                 self._bgx[rows[a:b], cols[a:b]] = self._map(k, rows[a:b], cols[a:b])
         written = 0.0
         for k, a, b in parts:
-            self.tiers[k].used += b - a
+            self._use(k, b - a)
             if k > 0:
                 nb = float(b - a) * self.block_bytes
                 self.written_bytes[k] += nb
                 written += self.tiers[k].link_time(nb)
         sigma = self.loc.salience_sigma
-        self._sal[rows, cols] = self.rng.lognormal(0.0, sigma, total) if sigma else 1.0
+        self._sal[rows, cols] = self._draws.lognormal(total) if sigma else 1.0
         if self._need_imp and not self._positive_scores:
             self._imp[rows, cols] = np.nan  # (else 0 already marks a block never stepped)
         if gmax == 1:
             self.nblk[rows] = cols + 1
         else:
             self.nblk[slots] = have + grow
-        return written
+        return written, slots, np.maximum(have, need)
 
     # ------------------------------------------------------------------ pricing tables
     def _table(self, k: int, q_tokens: int, cmax: int, selection: bool) -> tuple[np.ndarray, ...]:
@@ -547,12 +630,12 @@ class KVHierarchy:
         block ``floor(u x n)`` (``u`` uniform) of request ``r`` (uniform), in draw order."""
         loc = self.loc
         if loc.drift_per_step > 0 and loc.salience_sigma > 0:
-            rng = self.rng
-            k = rng.binomial(nv, loc.drift_per_step) if nv else 0
+            k = self.rng.binomial(nv, loc.drift_per_step) if nv else 0
             if k:
-                r = rng.integers(0, n.size, k)
-                c = (rng.random(k) * n.take(r, mode="wrap")).astype(np.int64)
-                self._sal[slots.take(r, mode="wrap"), c] = rng.lognormal(0.0, loc.salience_sigma, k)
+                u = self._draws.uniform(2 * k)
+                r = (u[:k] * n.size).astype(np.intp)
+                c = (u[k:] * n.take(r, mode="wrap")).astype(np.intp)
+                self._sal[slots.take(r, mode="wrap"), c] = self._draws.lognormal(k)
 
     def _price(
         self, k: int, cnt: np.ndarray, nr: int, parts: int, slots: np.ndarray, ring: int,
@@ -567,43 +650,33 @@ class KVHierarchy:
         np.multiply(cnt, self.block_tokens, out=cnt)
         np.minimum(cnt, ctx, out=cnt)  # cnt[0]: tokens read, cnt[1]: tokens resident
         tab = self._pair_table(k, q_tokens, width_tokens)
-        if self.sparse:
-            cnt[1] += tab.shape[0] // 2  # the selection pass's rows of the table
-            g = tab.take(cnt.ravel(), axis=0, mode="wrap")  # [(kind, request), (time, energy)]
-            e = np.add.reduce(g[:, 1].reshape(2, R), axis=1)
-            energy += float(e[0])
-            energy += float(e[1])  # approximate scores over all resident blocks
-            per_a, per_s = g[:R, 0].tolist(), g[R:, 0].tolist()
-        else:
-            g = tab.take(cnt[1], axis=0, mode="wrap")
-            energy += float(np.add.reduce(g[:, 1]))
-            per_a, per_s = g[:, 0].tolist(), None
         off = self._bg_off[k]
-        load = self._act[ring, off: off + self._bg_total[k]]
+        load = self._act[ring][off: off + self._bg_total[k]]
         if t.sets == 1:
-            work = 0.0  # in order, as a bincount with weights sums
-            if per_s is None:
-                for a in per_a:
-                    work += a
+            if self.sparse:
+                cnt[1] += tab.shape[0] // 2  # the selection pass's rows of the table
+                g = tab.take(cnt.ravel(), axis=0, mode="wrap")  # [(kind, request), (s, J)]
             else:
-                for a, b in zip(per_a, per_s, strict=True):
-                    work += a + b
-            # the tier's load is its blocks read (integers: exact in float32 below 2**24)
-            tot = float(nr) if nr < 1 << 24 else float(np.add.reduce(load))
-            if tot > 0:
-                mean = np.float32(tot / t.n_bg)
-                imb = float(np.maximum.reduce(load) / mean)
-            else:
-                imb = 1.0
+                g = tab.take(cnt[1], axis=0, mode="wrap")
+            work, e = (self._ones[: g.shape[0]] @ g).tolist()  # one replica set: the sum
+            energy += e
+            tot = float(nr)  # the tier's load is its blocks read
+            imb = float(np.maximum.reduce(load)) * t.n_bg / tot if tot > 0 else 1.0
             tt = work * imb  # >= work >= any request's time: imb >= 1
         else:
-            per = np.asarray(per_a) if per_s is None else np.asarray(per_a) + np.asarray(per_s)
+            if self.sparse:
+                cnt[1] += tab.shape[0] // 2
+                g = tab.take(cnt.ravel(), axis=0, mode="wrap")
+                per = g[:R, 0] + g[R:, 0]  # each request's local attention and selection pass
+            else:
+                g = tab.take(cnt[1], axis=0, mode="wrap")
+                per = g[:, 0]
+            energy += float(np.add.reduce(g[:, 1]))
             work = np.bincount(slots % t.sets, weights=per, minlength=t.sets)
             lw = load.reshape(t.sets, t.n_bg)
-            mean = np.add.reduce(lw, axis=1)
-            np.true_divide(mean, np.intp(t.n_bg), out=mean, casting="unsafe")
+            mean = np.add.reduce(lw, axis=1) / t.n_bg
             mx = np.maximum.reduce(lw, axis=1)
-            imb = np.divide(mx, mean, out=np.ones(t.sets, dtype=np.float32), where=mean > 0)
+            imb = np.divide(mx, mean, out=np.ones(t.sets), where=mean > 0)
             tt = float((work * imb).max())  # >= any request's time: imb >= 1
         # partial results to HBM-PIM (PAMattention) or per tile to the GPU (without)
         m = self.model
@@ -612,22 +685,37 @@ class KVHierarchy:
         energy += t.link_energy(pb)
         return tt, energy, x_s
 
-    def step(self, reqs: np.ndarray, context: np.ndarray, q_tokens: int) -> KVStep:
+    def step(
+        self, reqs: np.ndarray, context: np.ndarray, q_tokens: int, reserve: bool = False
+    ) -> KVStep:
         """Price one decode step's attention for requests ``reqs`` (ids) attending ``context``
         tokens with ``q_tokens`` query tokens each; update importance, mapping activity and
-        placement (migrations). Blocks must have been reserved. Times in s, energy in J."""
+        placement (migrations). The blocks must have been reserved, or with ``reserve`` are
+        reserved first (as :meth:`reserve` would, its link time in ``write_s``). Times in s,
+        energy in J."""
         nt = self.n_tiers
-        self._account_residency()
         if reqs.size == 0:
-            return KVStep(by_tier_s=np.zeros(nt))
+            self.steps += 1  # (the residency sums credit it at the tiers' next change)
+            return KVStep(by_tier_s=(0.0,) * nt)
+        write_s = 0.0
+        if reserve:
+            if self._one_tier_ok and self._fast_one_tier:
+                out = self._step_one_tier(reqs, context, q_tokens)
+                if out is not None:
+                    return out
+            write_s, slots, have = self._reserve(reqs, context)
+        self.steps += 1
         m = self.model
         L = m.n_layers
         tiers = self.tiers
-        slots = self.slot_of[reqs]
-        R = len(slots)
+        R = reqs.size
         cnt = np.empty((2, R), dtype=np.int64)  # per request: blocks read, blocks resident
         n = cnt[1]
-        self.nblk.take(slots, out=n, mode="wrap")
+        if reserve:
+            n[:] = have
+        else:
+            slots = self.slot_of[reqs]
+            self.nblk.take(slots, out=n, mode="wrap")
         n_l = n.tolist()
         C = max(n_l)
         nv = sum(n_l)
@@ -647,7 +735,12 @@ class KVHierarchy:
         positive = self._positive_scores and not empty_rows  # the k-th best is resident
         self._drift(slots, n, nv)
         s = imp = None
-        if self._need_scores:
+        # the importance EMA is kept while the KV spans tiers (Algorithm 2's input); after steps
+        # on one tier every block starts afresh at its next tracked step (I = S)
+        track = self._need_imp and not single
+        if self._need_imp and single:
+            self._imp_stale = True
+        if self.sparse or track:
             if wide:
                 s = self._sal.take(slots, axis=0, mode="wrap")
                 s *= self._recw.take(n, axis=0, mode="wrap")
@@ -658,21 +751,27 @@ class KVHierarchy:
                 s[:, 0] *= self.loc.sink_boost
             if valid is not None:
                 s *= valid
+        if track:
+            assert s is not None
+            # S: each request's scores normalised to sum 1 (the selection only ranks them)
             tot = np.add.reduce(s[:, :C] if wide else s, axis=1)
             if not positive:
                 np.maximum(tot, _TINY32, out=tot)
             s /= tot[:, None]
-            if self._need_imp:  # I = lambda S + (1 - lambda) I; a block's first step: I = S
-                imp = self._imp.take(slots, axis=0, mode="wrap") if wide else self._imp[slots, :C]
-                fresh = imp == 0 if self._positive_scores else np.isnan(imp)
-                u = s * self.lam
-                imp *= 1.0 - self.lam
-                imp += u
-                np.copyto(imp, s, where=fresh)
-                if wide:
-                    self._imp[slots] = imp
-                else:
-                    self._imp[slots, :C] = imp
+            if self._imp_stale:
+                self._imp.fill(0.0 if self._positive_scores else np.nan)
+                self._imp_stale = False
+            # I = lambda S + (1 - lambda) I; a block's first step: I = S
+            imp = self._imp.take(slots, axis=0, mode="wrap") if wide else self._imp[slots, :C]
+            fresh = imp == 0 if self._positive_scores else np.isnan(imp)
+            u = s * self.lam
+            imp *= 1.0 - self.lam
+            imp += u
+            np.copyto(imp, s, where=fresh)
+            if wide:
+                self._imp[slots] = imp
+            else:
+                self._imp[slots, :C] = imp
         bgs = self._bgx.take(slots, axis=0, mode="wrap") if wide else self._bgx[slots, :C]
         nread = cnt[0]
         if self.sparse:
@@ -700,10 +799,13 @@ class KVHierarchy:
         ctx = context if type(context) is np.ndarray else np.asarray(context, dtype=np.int64)
         self._ring = ring = (self._ring + 1) % self.window
         self._act_version += 1
-        # every tier's bank-group load of this step's reads, by code
-        self._act[ring] = np.bincount(bgs[sel], minlength=self._n_codes)
+        # every tier's bank-group load of this step's reads, by code (and the window's sums:
+        # kept current)
+        self._act_sum -= self._act[ring]
+        self._act[ring] = act_now = np.bincount(bgs[sel], minlength=self._n_codes)
         for a, b in self._offload_cols:
-            self._act[ring, a:b] = 0.0
+            act_now[a:b] = 0.0
+        self._act_sum += act_now
         slowest = 0.0
         fetch_s = 0.0
         energy = 0.0
@@ -757,27 +859,108 @@ class KVHierarchy:
             comm_s += max(0.0, fetch_s - slowest)
         red_s = 0.0
         if self.pamattention and self._hbm_ru > 0:
-            tiers_used = sum(1 for v in tier_time if v > 0)
+            tiers_used = 1 if single else sum(1 for v in tier_time if v > 0)
             elems = float(R) * m.n_heads * q_tokens * (m.head_dim + 2) * tiers_used
             red_s = elems / self._hbm_ru
         by_tier = [L * v for v in tier_time]
         for k, v in enumerate(by_tier):
             self._attn_by_tier[k] += v
-        out = KVStep(attention_s=L * (slowest + red_s), attention_j=L * energy,
-                     communication_s=L * comm_s, by_tier_s=np.array(by_tier))
+        out = KVStep(write_s=write_s, attention_s=L * (slowest + red_s), attention_j=L * energy,
+                     communication_s=L * comm_s, by_tier_s=tuple(by_tier))
         if self.scheduling and nt > 1 and not single:
             assert tb is not None and imp is not None
             out.migration_s = self._rebalance(slots, tb, imp)
         return out
 
-    def _account_residency(self) -> None:
+    def _step_one_tier(self, reqs: np.ndarray, ctx: np.ndarray, q_tokens: int) -> KVStep | None:
+        """``step(reqs, ctx, q_tokens, reserve=True)`` in the common case, with fewer calls and
+        the same results: every block on the first tier (and the new ones fit there), sparse
+        reads, one replica set, at most one new block per request (decode), every request
+        holding blocks already, whole-row gathers. Returns None, having changed nothing, when
+        the case does not apply."""
+        tiers = self.tiers
+        t = tiers[0]
+        for o in tiers[1:]:
+            if o.used:
+                return None
+        if (type(ctx) is not np.ndarray or self._wcols != self._cols or not self._sink_folded
+                or not self._positive_scores):
+            return None
+        slots = self.slot_of[reqs]
+        have = self.nblk.take(slots, mode="wrap")
+        if not min(have.tolist()) > 0:
+            return None
+        B, shift = self.block_tokens, self._block_shift
+        need = (ctx + (B - 1)) >> shift
+        grow = need - have
+        gl = grow.tolist()
+        if max(gl) > 1:
+            return None
+        n = need if min(gl) >= 0 else np.maximum(have, need)
+        n_l = n.tolist()
+        C = max(n_l)
+        if self._cols < C or self._cols > self._wide_factor * C:
+            return None
+        total = gl.count(1)
+        if total > t.capacity_blocks - t.used:
+            return None
+        # ---- reserve (as _reserve)
+        if total:
+            idx = np.flatnonzero(grow > 0)
+            rows, cols = slots.take(idx, mode="wrap"), have.take(idx, mode="wrap")
+            self._bgx[rows, cols] = self._map(0, rows, cols)
+            self._use(0, total)
+            self._sal[rows, cols] = self._draws.lognormal(total)
+            self.nblk[rows] = cols + 1
         self.steps += 1
-        us, pk = self._used_sum, self._used_peak
-        for k, t in enumerate(self.tiers):
-            u = t.used
-            us[k] += u
-            if u > pk[k]:
-                pk[k] = u
+        if self._need_imp:
+            self._imp_stale = True
+        # ---- scores and the sparse selection (as step)
+        R = len(n_l)
+        nv = sum(n_l)
+        self._drift(slots, n, nv)
+        s = self._sal.take(slots, axis=0, mode="wrap")
+        s *= self._recw.take(n, axis=0, mode="wrap")
+        bgs = self._bgx.take(slots, axis=0, mode="wrap")
+        cnt = np.empty((2, R), dtype=np.int64)  # tokens read, tokens resident (ctx)
+        nread = cnt[0]
+        self._ktab.take(n, out=nread, mode="wrap")
+        s = s[:, :C]  # (past the longest request every score is 0)
+        srt = s.copy()
+        srt.sort(axis=1)
+        thr = srt[self._ar[:R], C - nread]
+        sel = s >= thr[:, None]
+        nsel = np.count_nonzero(sel)
+        if nsel != sum(nread.tolist()):  # ties: a request reads more than its k
+            np.add.reduce(sel, axis=1, out=nread)
+        self.resident_blocks += float(nv)
+        self.read_blocks += float(nsel)
+        self._ring = ring = (self._ring + 1) % self.window
+        self._act_version += 1
+        self._act_sum -= self._act[ring]
+        self._act[ring] = act_now = np.bincount(bgs[:, :C][sel], minlength=self._n_codes)
+        self._act_sum += act_now
+        # ---- price the first tier (as _price)
+        np.left_shift(nread, shift, out=nread)
+        np.minimum(nread, ctx, out=nread)
+        tab = self._pair_table(0, q_tokens, self._cols * B)
+        np.add(ctx, tab.shape[0] // 2, out=cnt[1])  # the selection pass over every token
+        g = tab.take(cnt.ravel(), axis=0, mode="wrap")
+        work, energy = (self._ones[: 2 * R] @ g).tolist()
+        imb = float(np.maximum.reduce(act_now)) * t.n_bg / nsel  # (only tier 0 holds blocks)
+        tt = work * imb
+        m = self.model
+        L = m.n_layers
+        per_part = m.n_heads * q_tokens * (m.head_dim + 2)
+        pb = float(R if self.pamattention else nsel) * (per_part * m.dtype_bytes)
+        x_s = 0.0 if self.pamattention else t.link_time(pb)
+        energy += t.link_energy(pb)
+        red_s = R * per_part / self._hbm_ru if self.pamattention and self._hbm_ru > 0 else 0.0
+        by_tier = [0.0] * self.n_tiers
+        by_tier[0] = L * tt
+        self._attn_by_tier[0] += by_tier[0]
+        return KVStep(attention_s=L * (tt + x_s + red_s), attention_j=L * energy,
+                      by_tier_s=tuple(by_tier))
 
     def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray) -> float:
         """Algorithm 2 over the stepping requests' blocks (``tb``: their tiers, ``imp``: their

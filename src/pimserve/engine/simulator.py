@@ -296,9 +296,10 @@ class Simulator:
                 if pre.size:
                     kv_write_s = kvh.reserve(np.concatenate([pre, dec]),
                                              np.concatenate([kv[pre] + chunks, dec_ctx]))
-                else:
-                    kv_write_s = kvh.reserve(dec, dec_ctx)
-                kv_step = kvh.step(dec, dec_ctx, tlp)
+                    kv_step = kvh.step(dec, dec_ctx, tlp)
+                else:  # the same, in one call
+                    kv_step = kvh.step(dec, dec_ctx, tlp, reserve=True)
+                    kv_write_s = kv_step.write_s
                 if trace is not None:
                     trace.update(self._kv_trace(*kv_before, kv_write_s))
             cost = self.pricer.step(
