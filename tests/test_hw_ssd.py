@@ -98,3 +98,31 @@ def test_softmax_on_reduction_units_under_the_cap():
     """8 RUs x 16 lanes x 1 GHz = 128 Gops/s, capped at 18 GFLOP/s: 5 x 2048 x 64 / 18e9."""
     c = model().cost(AttentionKernel("softmax", np.array([1]), np.array([2048]), 64, 8, 128))
     assert c.time_s[0] == pytest.approx(5 * 2048 * 64 / 18e9)
+
+
+def test_sparse_block_reads_cost_whole_pages():
+    """A sparse read of 16-token blocks of one KV head (128 x 2 B = 256 B per token: 4 KiB of K
+    per block) pays a 16 KiB page per block: 4x the bytes of a contiguous read, more read rounds
+    and more flash energy; blocks of a whole page (64 tokens) cost what a contiguous read
+    does."""
+    m = model()
+    ctx = np.array([64 * 16, 640])  # 64 blocks; 40 blocks
+    q = np.ones(2, dtype=np.int64)
+
+    def kern(run: int) -> AttentionKernel:
+        return AttentionKernel("score", q, ctx, 1, 1, 128, 1, 2, read_run_tokens=run)
+
+    dense, sparse, paged = kern(0), kern(16), kern(64)
+    np.testing.assert_allclose(m.read_bytes(dense), ctx * 256)
+    np.testing.assert_allclose(m.read_bytes(sparse), np.ceil(ctx / 16) * PAGE)
+    np.testing.assert_allclose(m.read_bytes(sparse), 4 * ctx * 256)
+    np.testing.assert_allclose(m.read_bytes(paged), ctx * 256)  # 64 tokens x 256 B = a page
+    cd, cs = m.attention(dense), m.attention(sparse)
+    # 64 contiguous blocks = 16 pages (one round); 64 scattered blocks = 64 pages (2 rounds)
+    np.testing.assert_allclose(cd.memory_s[0], m.stream_s(np.array([16 * PAGE]))[0])
+    np.testing.assert_allclose(cs.memory_s[0], m.stream_s(np.array([64 * PAGE]))[0])
+    # 16 pages: 30 us + 2 x 6.83 us; 64 pages: 2 rounds of 30 us + 4 x 6.83 us = 2x
+    assert cs.memory_s[0] == pytest.approx(2 * TR + 4 * XFER)
+    assert cd.memory_s[0] == pytest.approx(TR + 2 * XFER)
+    assert (cs.energy_j > cd.energy_j).all()
+    np.testing.assert_allclose(m.attention(paged).time_s, cd.time_s)

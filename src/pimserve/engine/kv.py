@@ -603,7 +603,9 @@ class KVHierarchy:
         if selection:
             hd = max(1, round(self.model.head_dim / DS_CHANNEL_RATIO))
             return self._tables.get(t.group, t.ways, q_tokens, cmax, hd, ("score",))
-        return self._tables.get(t.group, t.ways, q_tokens, cmax)
+        # a sparse read gathers selected blocks: scattered runs of a block's tokens
+        run = self.block_tokens if self.sparse else 0
+        return self._tables.get(t.group, t.ways, q_tokens, cmax, read_run_tokens=run)
 
     def _pair_table(self, k: int, q_tokens: int, cmax: int) -> np.ndarray:
         """Tier ``k``'s costs by tokens ``0 .. size - 1`` (size > ``cmax``) as one array

@@ -21,12 +21,15 @@ def layer_attention_kernels(
     context: np.ndarray,
     head_dim: int | None = None,
     ops: tuple[AttnOp, ...] = ATTENTION_OPS,
+    read_run_tokens: int = 0,
 ) -> list[AttentionKernel]:
     """One layer's attention kernels for these requests (``head_dim`` overrides the model's,
-    e.g. for an approximate-score pass over a subset of channels)."""
+    e.g. for an approximate-score pass over a subset of channels; ``read_run_tokens`` > 0: a
+    sparse read of blocks of that many tokens)."""
     m = model
     d = m.head_dim if head_dim is None else head_dim
-    return [AttentionKernel(op, q_tokens, context, m.n_heads, m.n_kv_heads, d, 1, m.dtype_bytes)
+    return [AttentionKernel(op, q_tokens, context, m.n_heads, m.n_kv_heads, d, 1, m.dtype_bytes,
+                            read_run_tokens=read_run_tokens)
             for op in ops]
 
 
@@ -46,9 +49,11 @@ class AttentionTables:
         cmax: int,
         head_dim: int | None = None,
         ops: tuple[AttnOp, ...] = ATTENTION_OPS,
+        read_run_tokens: int = 0,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The table for contexts ``0 .. >= cmax`` (context 0 costs nothing)."""
-        key = (id(group), ways, q_tokens, head_dim, ops)
+        """The table for contexts ``0 .. >= cmax`` (context 0 costs nothing); with
+        ``read_run_tokens`` > 0 the context is read as scattered blocks of that many tokens."""
+        key = (id(group), ways, q_tokens, head_dim, ops, read_run_tokens)
         tab = self._tables.get(key)
         if tab is None or tab[0].shape[0] <= cmax:
             size = max(cmax + 1, 2 * (tab[0].shape[0] if tab else 1024))
@@ -56,7 +61,7 @@ class AttentionTables:
             q = np.full(size, q_tokens, dtype=np.int64)
             t = np.zeros(size)
             e = np.zeros(size)
-            for k in layer_attention_kernels(self.model, q, ctx, head_dim, ops):
+            for k in layer_attention_kernels(self.model, q, ctx, head_dim, ops, read_run_tokens):
                 c = group.device.cost(k.split_heads(ways))
                 t += np.asarray(c.time_s, dtype=np.float64)
                 e += np.asarray(c.energy_j, dtype=np.float64) * ways

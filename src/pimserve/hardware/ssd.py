@@ -27,6 +27,13 @@ Softmax runs on the controller's reduction units (``reduction_units x macs_per_p
 PU clock; on the PUs if there are none), 5 ops per score element, under the same cap.
 ``transfer_s`` is 0: the host link (PCIe/NVMe) is priced by the link model.
 
+A sparse attention reads scattered KV blocks (``AttentionKernel.read_run_tokens`` > 0): each
+run of ``r`` tokens of ``b`` bytes per token costs whole pages, so a request reading ``c``
+tokens streams ``ceil(c / r) x ceil(r x b / page_bytes) x page_bytes`` bytes. [INF] PAM does not
+describe the SSD's KV layout; this takes a request's tokens as appended in order (a dense read
+streams whole pages) and a selected block as its own read. For LLaMA3-70B on 8 SSDs (one KV
+head each) a 16-token block is 4 KiB of K and 4 KiB of V against 16 KiB pages: 4x the bytes.
+
 Energy (joules): every page read pays ``flash_read_pj_per_bit`` and ``channel_pj_per_bit`` for all
 its bits (pages are the read granularity), each MAC ``mac_pj``, each softmax op ``mac_pj``, and
 ``static_power_w x time_s``. Attention is vectorised over requests with numpy.
@@ -34,6 +41,7 @@ its bits (pages are the read granularity), each MAC ``mac_pj``, each softmax op 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -129,7 +137,17 @@ class SSDPIMModel(CostModel):
             j = ops * self.spec.energy.mac_pj * _PJ + self.spec.static_power_w * t
             z = np.zeros_like(t)
             return Cost(time_s=t, energy_j=j, compute_s=t, memory_s=z, transfer_s=z)
-        return self._price(k.kv_bytes, k.flops, _arr(k.q_tokens) > 0)
+        return self._price(self.read_bytes(k), k.flops, _arr(k.q_tokens) > 0)
+
+    def read_bytes(self, k: AttentionKernel) -> np.ndarray:
+        """Per-request bytes the flash reads for ``k``'s K or V: whole pages per run of a
+        scattered (sparse) read, else the bytes themselves (rounded to pages when priced)."""
+        if k.read_run_tokens <= 0:
+            return _arr(k.kv_bytes)
+        run = k.read_run_tokens
+        pages_per_run = math.ceil(run * k.kv_bytes_per_token / self.page_bytes)
+        runs = np.ceil(_arr(k.context) / run)
+        return runs * (pages_per_run * self.page_bytes)
 
 
 @COST_MODELS.register("ssd_pim:roofline")

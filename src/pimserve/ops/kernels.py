@@ -94,6 +94,9 @@ class AttentionKernel:
     ``q_tokens[i]`` query tokens of request ``i`` attend ``context[i]`` KV tokens. Heads are
     ``n_heads`` query heads sharing ``n_kv_heads`` KV heads (GQA). ``segment`` names the KV
     segment (a tier) when the KV is split; the engine builds one kernel per segment.
+    ``read_run_tokens`` > 0 says the KV is read as scattered runs of that many tokens (a
+    sparse attention reading selected KV blocks) rather than one contiguous stretch; devices
+    with a coarse read unit (flash pages) pay whole units per run.
     """
 
     op: AttnOp
@@ -106,6 +109,7 @@ class AttentionKernel:
     dtype_bytes: int = 2
     segment: str = "all"
     name: str = field(default="")
+    read_run_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -133,6 +137,11 @@ class AttentionKernel:
         if self.op == "softmax":
             return np.zeros(self.n_requests)
         return self.context.astype(np.float64) * self.n_kv_heads * self.head_dim * self.dtype_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes of K (score) or V (context) per token, all of the kernel's KV heads."""
+        return self.n_kv_heads * self.head_dim * self.dtype_bytes
 
     @property
     def score_bytes(self) -> np.ndarray:
