@@ -177,7 +177,8 @@ def _serve(
             written = kvh.reserve(ids, tok)
             st = kvh.step(ids, tok, 1)
         out.append((written, st.attention_s, st.attention_j, st.communication_s,
-                    st.migration_s, list(st.by_tier_s)))
+                    st.migration_s, list(st.by_tier_s), list(st.partials_by_tier_s),
+                    st.reduction_s, st.fetch_s))
         done = [i for i in ids.tolist() if rng.random() < 0.05]
         kvh.release(np.array(done, dtype=np.int64))
         for i in done:

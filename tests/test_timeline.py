@@ -174,6 +174,42 @@ def test_pam_trace_has_every_tier_in_parallel_and_kv_links(tmp_path: Path) -> No
     assert set(starts) == {"hbm", "ddr", "ssd"} and len(set(starts.values())) == 1
 
 
+def test_kv_layer_draws_partials_and_the_reduction_as_priced() -> None:
+    """In a layer, each tier's partial results leave after its local attention, the
+    reduction ends the layer's attention, and the attention lasts the slowest tier's
+    attention and partials plus the reduction, as the KV step priced it."""
+    r = pam_run(timeline_steps=(8, 10), record_steps=True)
+    tl = r.extra["timeline"]
+    for it in tl["iterations"]:
+        layer = it["layer"]
+        attn = {a["tier"]: (t0, d) for tr, name, t0, d, a in layer if name == "attention"}
+        parts = {a["tier"]: (t0, d) for tr, name, t0, d, a in layer if name == "partials"}
+        red = [(t0, d) for tr, name, t0, d, a in layer if name == "attention-reduction"]
+        assert {"ddr", "ssd"} <= set(parts), "lower tiers send partial results to HBM-PIM"
+        start = min(t0 for t0, _ in attn.values())
+        for tier, (t0, _d) in parts.items():
+            assert t0 == pytest.approx(attn[tier][0] + attn[tier][1])
+        slowest = max(t0 + d for t0, d in list(attn.values()) + list(parts.values()))
+        (r0, rd), = red
+        assert r0 == pytest.approx(slowest) and rd > 0
+        end_of_attention = next(t0 for tr, name, t0, d, a in layer
+                                if t0 >= r0 + rd - 1e-15 and name not in ("attention",
+                                                                          "partials"))
+        assert end_of_attention == pytest.approx(r0 + rd)
+        assert r0 + rd - start > 0
+
+
+def test_offloaded_fetch_is_drawn_beside_the_gpu_attention() -> None:
+    r = pimserve.simulate("vllm-offload", "llama3-70b", "arxiv-sum", n_requests=1024,
+                          batch=1024, batching="static", max_iterations=2, timeline_steps=(1, 2))
+    layer = r.extra["timeline"]["iterations"][0]["layer"]
+    fetch = [s for s in layer if s[1] == "kv-fetch"]
+    gpu_attn = [s for s in layer if s[1] == "attention"]
+    assert fetch and gpu_attn, "the KV beyond the GPUs' memory is fetched each step"
+    assert fetch[0][2] == pytest.approx(gpu_attn[0][2])  # they start together
+    assert fetch[0][4]["fetch_us"] > 0
+
+
 def test_nothing_recorded_without_a_window() -> None:
     r = pimserve.simulate("papi", "llama-65b", "dolly-creative", n_requests=4, batch=4)
     assert "timeline" not in r.extra
@@ -213,6 +249,30 @@ def test_cli_writes_a_valid_timeline_for_a_pam_system_file(tmp_path: Path) -> No
     assert sorted(v["iterations"]) == [9, 10, 11]
     assert {"KV tier hbm", "KV tier ddr", "KV tier ssd"} <= {
         " ".join(n.split()[:3]) for n in v["tracks"].values()}
+
+
+def test_cli_compare_draws_every_system_as_its_own_process(tmp_path: Path) -> None:
+    """compare --timeline: one trace, one process per system (named by it, in --systems
+    order), each a valid timeline of the same iterations; the results keep no timeline."""
+    out = tmp_path / "cmp.json"
+    res = CliRunner().invoke(main, [
+        "compare", "--systems", "papi,a100-attacc", "--requests", "8", "--batch", "8",
+        "--timeline", str(out), "--timeline-steps", "2:5", "--format", "json",
+    ])
+    assert res.exit_code == 0, res.output
+    assert all("timeline" not in run["result"]["extra"] for run in json.loads(res.output)["runs"])
+    doc = json.loads(out.read_text())
+    names = {e["pid"]: e["args"]["name"] for e in doc["traceEvents"]
+             if e["ph"] == "M" and e["name"] == "process_name"}
+    assert [names[p].split(":")[0] for p in sorted(names)] == ["papi", "a100-attacc"]
+    tracks = {}
+    for pid in names:
+        one = {**doc, "traceEvents": [e for e in doc["traceEvents"] if e["pid"] == pid]}
+        v = validate_trace(one)
+        assert sorted(v["iterations"]) == [2, 3, 4]
+        tracks[names[pid].split(":")[0]] = set(v["tracks"].values())
+    assert any(t.startswith("FC-PIM") for t in tracks["papi"])
+    assert not any(t.startswith("FC-PIM") for t in tracks["a100-attacc"])
 
 
 def test_cli_default_window_is_the_first_50_iterations(tmp_path: Path) -> None:

@@ -265,6 +265,56 @@ def workload_options(f: Any) -> Any:
     return f
 
 
+def timeline_options(f: Any) -> Any:
+    """Options that write a Perfetto / Chrome trace of some iterations."""
+    f = click.option("--timeline-detail", type=click.Choice(["phases", "layers"]),
+                     default="phases", show_default=True,
+                     help="phases: one slice per phase summed over the decoder layers; layers: "
+                          "one per layer (large: use a short window)")(f)
+    f = click.option("--timeline-steps", default=None, metavar="A:B",
+                     help="iterations the timeline covers, A included, B excluded, from 0 "
+                          "[default: 0:50]")(f)
+    f = click.option("--timeline", type=click.Path(dir_okay=False), default=None,
+                     help="write a Perfetto / Chrome trace of iterations (see --timeline-steps) "
+                          "to this JSON file; open it in https://ui.perfetto.dev")(f)
+    return f
+
+
+def _timeline_window(timeline: str | None, timeline_steps: str | None) -> dict[str, Any]:
+    """The run options that record the timeline window (none without --timeline)."""
+    from pimserve.engine.config import DEFAULT_TIMELINE_STEPS, parse_steps
+    from pimserve.errors import ConfigurationError
+
+    if timeline_steps is not None and timeline is None:
+        raise ConfigurationError("--timeline-steps needs --timeline PATH (the file to write)")
+    if timeline is None:
+        return {}
+    return {"timeline_steps": parse_steps(timeline_steps, "--timeline-steps")
+            if timeline_steps is not None else DEFAULT_TIMELINE_STEPS}
+
+
+def _write_timeline(results: dict[str, Any], timeline: str, detail: Any, fmt: str) -> None:
+    """Write the runs' timeline (one run: its own trace; several: one process each), take it
+    out of the results, and say what was written."""
+    from pimserve.report.console import console
+    from pimserve.report.timeline import write_timeline, write_timelines
+
+    runs = list(results.values())
+    n_slices = (write_timeline(runs[0], timeline, detail) if len(runs) == 1
+                else write_timelines(results, timeline, detail))
+    windows = [r.extra.pop("timeline")["window"] for r in runs]  # in its own file
+    if fmt != "table":
+        return
+    a = windows[0][0]
+    b = max(w[1] for w in windows)
+    console.print(
+        f"timeline: {n_slices} slices of iterations {a}..{b - 1} written to {timeline} "
+        "(open it in https://ui.perfetto.dev)" if b > a else
+        f"timeline: the run ended after {b} iterations, before the window; wrote an "
+        f"empty trace to {timeline}"
+    )
+
+
 def _progress_runner(enabled: bool) -> Any:
     """A context manager yielding a progress callback (rich bar on a terminal)."""
     import contextlib
@@ -329,16 +379,7 @@ def _summary_rows(r: Any) -> list[list[Any]]:
 @options_from(RunConfig)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="also write the result as JSON to this file")
-@click.option("--timeline", type=click.Path(dir_okay=False), default=None,
-              help="write a Perfetto / Chrome trace of iterations (see --timeline-steps) to "
-                   "this JSON file; open it in https://ui.perfetto.dev")
-@click.option("--timeline-steps", default=None, metavar="A:B",
-              help="iterations the timeline covers, A included, B excluded, from 0 "
-                   "[default: 0:50]")
-@click.option("--timeline-detail", type=click.Choice(["phases", "layers"]), default="phases",
-              show_default=True,
-              help="phases: one slice per phase summed over the decoder layers; layers: one "
-                   "per layer (large: use a short window)")
+@timeline_options
 @FORMAT
 def run(system: str, model: str, workload: str, trace: str | None, trace_format: str,
         n_requests: int | None, rate_per_s: float | None, out: str | None,
@@ -350,31 +391,14 @@ def run(system: str, model: str, workload: str, trace: str | None, trace_format:
     batches of 16, no speculation.
     """
     from pimserve.api import simulate
-    from pimserve.engine.config import DEFAULT_TIMELINE_STEPS, parse_steps
-    from pimserve.errors import ConfigurationError
     from pimserve.report.console import console, print_json, print_table
 
-    opts = given(kwargs, RunConfig)
-    if timeline_steps is not None and timeline is None:
-        raise ConfigurationError("--timeline-steps needs --timeline PATH (the file to write)")
-    if timeline is not None:
-        opts["timeline_steps"] = (parse_steps(timeline_steps, "--timeline-steps")
-                                  if timeline_steps is not None else DEFAULT_TIMELINE_STEPS)
+    opts = given(kwargs, RunConfig) | _timeline_window(timeline, timeline_steps)
     with _progress_runner(fmt == "table" and console.is_terminal) as cb:
         r = simulate(system, model, workload, trace=trace, trace_format=trace_format,
                      n_requests=n_requests, rate_per_s=rate_per_s, progress=cb, **opts)
     if timeline is not None:
-        from pimserve.report.timeline import write_timeline
-
-        n_slices = write_timeline(r, timeline, timeline_detail)
-        a, b = r.extra.pop("timeline")["window"]  # in its own file, not in the result
-        if fmt == "table":
-            console.print(
-                f"timeline: {n_slices} slices of iterations {a}..{b - 1} written to {timeline} "
-                "(open it in https://ui.perfetto.dev)" if b > a else
-                f"timeline: the run ended after {b} iterations, before the window; wrote an "
-                f"empty trace to {timeline}"
-            )
+        _write_timeline({system: r}, timeline, timeline_detail, fmt)
     if out:
         from pathlib import Path
 
@@ -402,11 +426,16 @@ def run(system: str, model: str, workload: str, trace: str | None, trace_format:
 @options_from(RunConfig)
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="also write every result as JSON to this file")
+@timeline_options
 @FORMAT
 def compare(systems: str, baseline: str | None, model: str, workload: str, trace: str | None,
             trace_format: str, n_requests: int | None, rate_per_s: float | None,
-            out: str | None, fmt: str, **kwargs: Any) -> None:
-    """Serve the same workload on several systems; throughput, latency, energy side by side."""
+            out: str | None, timeline: str | None, timeline_steps: str | None,
+            timeline_detail: str, fmt: str, **kwargs: Any) -> None:
+    """Serve the same workload on several systems; throughput, latency, energy side by side.
+
+    With --timeline, one trace holds every system's iterations, one process each, on the same
+    simulated-time axis."""
     from pimserve.api import simulate
     from pimserve.errors import ConfigurationError
     from pimserve.report.console import console, print_json, print_table
@@ -417,13 +446,15 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
     base = baseline or ("a100-attacc" if "a100-attacc" in names else names[0])
     if base not in names:
         raise ConfigurationError(f"--baseline '{base}' is not among --systems ({systems})")
-    opts = given(kwargs, RunConfig)
+    opts = given(kwargs, RunConfig) | _timeline_window(timeline, timeline_steps)
     results = {}
     for name in names:
         with _progress_runner(fmt == "table" and console.is_terminal) as cb:
             results[name] = simulate(name, model, workload, trace=trace,
                                      trace_format=trace_format, n_requests=n_requests,
                                      rate_per_s=rate_per_s, progress=cb, **opts)
+    if timeline is not None:
+        _write_timeline(results, timeline, timeline_detail, fmt)
     b = results[base]
     rows = []
     out_rows = []

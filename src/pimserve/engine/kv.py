@@ -171,11 +171,14 @@ class KVStep:
     """One decode step's attention and KV-movement cost, all layers, with its breakdown."""
 
     write_s: float = 0.0  # new KV written to lower tiers (``step(..., reserve=True)``)
-    attention_s: float = 0.0
+    attention_s: float = 0.0  # the slowest tier's local attention and partials, + reduction
     attention_j: float = 0.0
-    communication_s: float = 0.0
+    communication_s: float = 0.0  # offloaded KV fetch not hidden behind the GPU's attention
     migration_s: float = 0.0
-    by_tier_s: tuple[float, ...] = ()  # each tier's decode attention (s), in tier order
+    by_tier_s: tuple[float, ...] = ()  # each tier's local attention (s), in tier order
+    partials_by_tier_s: tuple[float, ...] = ()  # each tier's partial results to the merger (s)
+    reduction_s: float = 0.0  # PAMattention's inter-device reduction on HBM-PIM's RUs (s)
+    fetch_s: float = 0.0  # offloaded KV fetched to the GPU, hidden or not (s)
 
 
 class KVHierarchy:
@@ -814,6 +817,7 @@ class KVHierarchy:
         comm_s = 0.0
         fetched_tokens = None
         tier_time = [0.0] * nt
+        tier_x = [0.0] * nt
         tb = None if single else self._tier_of_code.take(bgs, mode="wrap")
         B = self.block_tokens
         for k in used:
@@ -843,6 +847,7 @@ class KVHierarchy:
             tt, energy, x_s = self._price(k, cnt, nr, parts, slots, ring, q_tokens, width * B,
                                           ctx, energy)
             tier_time[k] = tt
+            tier_x[k] = x_s
             slowest = max(slowest, tt + x_s)
         if fetched_tokens is not None and fetched_tokens.any():
             # offloaded KV computed on the first tier, after its fetch
@@ -868,7 +873,9 @@ class KVHierarchy:
         for k, v in enumerate(by_tier):
             self._attn_by_tier[k] += v
         out = KVStep(write_s=write_s, attention_s=L * (slowest + red_s), attention_j=L * energy,
-                     communication_s=L * comm_s, by_tier_s=tuple(by_tier))
+                     communication_s=L * comm_s, by_tier_s=tuple(by_tier),
+                     partials_by_tier_s=tuple(L * v for v in tier_x), reduction_s=L * red_s,
+                     fetch_s=L * fetch_s)
         if self.scheduling and nt > 1 and not single:
             assert tb is not None and imp is not None
             out.migration_s = self._rebalance(slots, tb, imp)
@@ -961,8 +968,11 @@ class KVHierarchy:
         by_tier = [0.0] * self.n_tiers
         by_tier[0] = L * tt
         self._attn_by_tier[0] += by_tier[0]
+        partials = [0.0] * self.n_tiers
+        partials[0] = L * x_s
         return KVStep(attention_s=L * (tt + x_s + red_s), attention_j=L * energy,
-                      by_tier_s=tuple(by_tier))
+                      by_tier_s=tuple(by_tier), partials_by_tier_s=tuple(partials),
+                      reduction_s=L * red_s)
 
     def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray) -> float:
         """Algorithm 2 over the stepping requests' blocks (``tb``: their tiers, ``imp``: their

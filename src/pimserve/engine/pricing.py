@@ -423,24 +423,7 @@ class IterationPricer:
                 layer.append([self.track_of(g), "attention", t, dec_attn_s,
                               {"requests": n_dec, **ctx}])
             else:
-                tiers = trace.get("tiers", [])
-                per_tier = np.asarray(kv_step.by_tier_s) / L
-                longest = float(per_tier.max()) if per_tier.size else 0.0
-                for label, d in zip(tiers, per_tier.tolist(), strict=False):
-                    if d > 0:
-                        layer.append([f"tier:{label}", "attention", t, d,
-                                      {"tier": label, "requests": n_dec, **ctx}])
-                rest = dec_attn_s - longest
-                if rest > 1e-15 * max(dec_attn_s, 1e-30):
-                    if trace.get("offload"):
-                        layer.append(["link:kv-fetch", "kv-fetch", t, dec_attn_s,
-                                      {"note": "offloaded KV fetched to the GPU (overlaps its "
-                                       "attention)"}])
-                    else:
-                        layer.append([trace.get("merge_track", self.track_of(g)),
-                                      "attention-merge", t + longest, rest,
-                                      {"note": "partial results to the merging device and "
-                                       "their reduction, after the slowest tier"}])
+                self._kv_slices(layer, trace, kv_step, t, dec_attn_s, n_dec, ctx)
             t += dec_attn_s
         if pre_part is not None:
             p_s, pg = pre_part
@@ -496,6 +479,37 @@ class IterationPricer:
                             "exposed_s": max(0.0, kv_step.migration_s - t)}])
         trace["slices"] = it
         trace["serial_s"] = t
+
+    def _kv_slices(
+        self, layer: list[list[Any]], trace: dict[str, Any], kv_step: KVStep, t: float,
+        attn_s: float, n_dec: int, ctx: dict[str, Any],
+    ) -> None:
+        """One layer's KV-tier attention from offset ``t``: each tier's local attention and, after
+        it, its partial results' transfer to the merging device (in parallel across tiers);
+        then the inter-device reduction, ending the layer's ``attn_s``; and an offloaded
+        tier's fetch, alongside (its exposed part is drawn after the layers)."""
+        L = self.model.n_layers
+        merge = trace.get("merge_track", self.track_of(self.attn_group))
+        tiers = trace.get("tiers", [])
+        parts = kv_step.partials_by_tier_s or (0.0,) * len(kv_step.by_tier_s)
+        for label, d, x in zip(tiers, kv_step.by_tier_s, parts, strict=False):
+            d, x = d / L, x / L
+            if d > 0:
+                layer.append([f"tier:{label}", "attention", t, d,
+                              {"tier": label, "requests": n_dec, **ctx}])
+            if x > 0:
+                layer.append(["link:kv-partials", "partials", t + d, x,
+                              {"tier": label, "to": merge}])
+        red = kv_step.reduction_s / L
+        if red > 0:
+            layer.append([merge, "attention-reduction", t + attn_s - red, red,
+                          {"note": "inter-device reduction of the tiers' partial results "
+                           "(PAMattention, on HBM-PIM's reduction units)"}])
+        fetch = kv_step.fetch_s / L
+        if fetch > 0:
+            layer.append(["link:kv-fetch", "kv-fetch", t, min(fetch, attn_s),
+                          {"fetch_us": fetch * 1e6, "note": "offloaded KV fetched to the GPU "
+                           "(overlaps its attention; what outlasts it is kv-fetch-stall)"}])
 
     def _draft(self, n_dec: int, tlp: int) -> tuple[float, float]:
         """Draft model: ``tlp - 1`` sequential single-token passes on the GPUs (FC only)."""

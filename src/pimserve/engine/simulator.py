@@ -478,6 +478,9 @@ class Simulator:
                 tracks["link:kv-fetch"] = "Link KV fetch (offloaded tiers)"
             if self.kvh.scheduling:
                 tracks["link:kv-migration"] = "Link KV migration (between tiers)"
+        if self.kvh is not None and any(t.compute and t.group.link is not None
+                                        for t in self.kvh.tiers):
+            tracks["link:kv-partials"] = "Link attention partial results (tiers -> merge)"
         return tracks
 
     def _timeline(self, iterations: list[dict], it_count: int) -> dict:

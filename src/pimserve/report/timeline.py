@@ -16,9 +16,11 @@ Within an iteration slices are laid out as the engine prices it: the parts it ad
 after another (draft, then for each decoder layer QKV -> Q/K/V transfer -> attention -> prefill
 attention -> KV write -> output transfer -> output projection -> all-reduce -> FFN or experts
 -> all-reduce, then the LM head, exposed KV fetches and KV writes to lower tiers), and the parts
-it overlaps run side by side: the KV tiers' attention (the layer waits for the slowest, then
-``attention-merge`` is the partial results' transfer and reduction) and KV migration (from the
-iteration's start; the iteration lasts at least as long). FC kernels on the GPU and on FC-PIM
+it overlaps run side by side: the KV tiers' attention, each followed by its partial results'
+transfer to the merging device (``partials``; the layer waits for the slowest tier, then
+``attention-reduction`` is PAMattention's inter-device reduction), an offloaded tier's
+``kv-fetch`` alongside the GPU's attention, and KV migration (from the iteration's start; the
+iteration lasts at least as long). FC kernels on the GPU and on FC-PIM
 are priced one after another (each placement group on one side), and drawn so.
 
 ``detail``: ``"phases"`` (default) draws each phase once per iteration, summed over the
@@ -30,6 +32,7 @@ which keeps traces small; ``"layers"`` repeats the layer's slices once per decod
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,19 +109,20 @@ def _us(t_s: float) -> float:
     return round(t_s * 1e6, 3)
 
 
-def trace_events(result: Any, detail: Detail = "phases") -> dict[str, Any]:
+def trace_events(result: Any, detail: Detail = "phases", pid: int = 1) -> dict[str, Any]:
     """The run's timeline as a trace-event JSON object (``traceEvents``, ``displayTimeUnit``,
     ``otherData``): ``X`` events with ``ts``/``dur`` in microseconds, ``M`` events naming
-    the process and every track."""
+    the process (``pid``) and every track."""
     tl = _record(result)
     tracks, slices = timeline_slices(result, detail)
     for track, *_ in slices:  # a track the record did not name still gets a thread
         tracks.setdefault(track, track)
     tid = {t: i + 1 for i, t in enumerate(tracks)}
-    pid = 1
     title = f"pimserve: {tl.get('system', '?')} serving {tl.get('model', '?')}"
     events: list[dict[str, Any]] = [
         {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": title}},
+        {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
+         "args": {"sort_index": pid}},
     ]
     for t, i in tid.items():
         events.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": i,
@@ -158,12 +162,42 @@ def trace_events(result: Any, detail: Detail = "phases") -> dict[str, Any]:
     }
 
 
+def compare_trace_events(results: Mapping[str, Any], detail: Detail = "phases") -> dict[str, Any]:
+    """Several runs' timelines in one trace, one process per run (in the given order, named
+    by its key), on the same simulated-time axis: the systems of ``pimserve compare`` side by
+    side."""
+    if not results:
+        raise ConfigurationError("no runs to draw a timeline of")
+    events: list[dict[str, Any]] = []
+    other: dict[str, Any] = {}
+    for pid, (label, r) in enumerate(results.items(), start=1):
+        doc = trace_events(r, detail, pid)
+        for e in doc["traceEvents"]:
+            if e["ph"] == "M" and e["name"] == "process_name":
+                e["args"] = {"name": f"{label}: {e['args']['name'].removeprefix('pimserve: ')}"}
+            events.append(e)
+        other[label] = doc["otherData"]
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "otherData": {"generator": "pimserve", "runs": other,
+                          "time_unit": "us of simulated time"}}
+
+
 def write_timeline(result: Any, path: str | Path, detail: Detail = "phases") -> int:
     """Write the run's timeline to ``path`` as trace-event JSON; returns the number of slices
     (``X`` events). Open the file in https://ui.perfetto.dev or chrome://tracing."""
+    return _write(trace_events(result, detail), path)
+
+
+def write_timelines(results: Mapping[str, Any], path: str | Path,
+                    detail: Detail = "phases") -> int:
+    """Write several runs' timelines to ``path``, one process each (see
+    :func:`compare_trace_events`); returns the number of slices."""
+    return _write(compare_trace_events(results, detail), path)
+
+
+def _write(doc: dict[str, Any], path: str | Path) -> int:
     from pimserve.jsonutil import to_jsonable
 
-    doc = trace_events(result, detail)
     p = Path(path)
     try:
         p.write_text(json.dumps(to_jsonable(doc), separators=(",", ":")))
