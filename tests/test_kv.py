@@ -189,7 +189,8 @@ def _serve(
 
 @pytest.mark.parametrize("placement", ["pam", "layered-sparse", "layered"])
 @pytest.mark.parametrize(
-    "switch", ["narrow-gather", "sink-unfolded", "scores-unchecked", "one-tier-general"]
+    "switch", ["narrow-gather", "sink-unfolded", "scores-unchecked", "one-tier-general",
+               "one-tier-general-two-calls"]
 )
 def test_fast_paths_give_the_same_results(placement: str, switch: str) -> None:
     """The step's speed paths (whole-row gathers, the sink boost folded into the recency table,
@@ -208,7 +209,7 @@ def test_fast_paths_give_the_same_results(placement: str, switch: str) -> None:
             kvh._fold_sink = False
         elif general and switch == "scores-unchecked":
             kvh._positive_scores = False  # NaN marks a new block; zero-score guards on
-        elif general:
+        elif general:  # one-tier-general*
             kvh._fast_one_tier = False
         if not general:  # count the steps the one-tier path takes
             fast = kvh._step_one_tier
@@ -221,11 +222,12 @@ def test_fast_paths_give_the_same_results(placement: str, switch: str) -> None:
 
             kvh._step_one_tier = counted
         # the one-tier path: short prompts on the first tier, then a spill
-        scenario = {"steps": 60, "short_until": 15} if switch == "one-tier-general" else {}
-        runs.append(_serve(kvh, 11, one_call=True, **scenario))
+        one_tier = switch.startswith("one-tier-general")
+        scenario = {"steps": 60, "short_until": 15} if one_tier else {}
+        runs.append(_serve(kvh, 11, one_call=not switch.endswith("two-calls"), **scenario))
     assert runs[0] == runs[1]
     kv_bytes = runs[0][-1][2]["kv_bytes_by_tier"]
-    if switch == "one-tier-general":
+    if one_tier:
         assert fast_steps > 10, "the test should exercise the one-tier path"
         assert kv_bytes["ddr"] > 0, "the test should spill beyond the first tier"
     else:

@@ -703,11 +703,11 @@ class KVHierarchy:
             self.steps += 1  # (the residency sums credit it at the tiers' next change)
             return KVStep(by_tier_s=(0.0,) * nt)
         write_s = 0.0
+        if self._one_tier_ok and self._fast_one_tier:
+            out = self._step_one_tier(reqs, context, q_tokens, reserve)
+            if out is not None:
+                return out
         if reserve:
-            if self._one_tier_ok and self._fast_one_tier:
-                out = self._step_one_tier(reqs, context, q_tokens)
-                if out is not None:
-                    return out
             write_s, slots, have = self._reserve(reqs, context)
         self.steps += 1
         m = self.model
@@ -881,12 +881,14 @@ class KVHierarchy:
             out.migration_s = self._rebalance(slots, tb, imp)
         return out
 
-    def _step_one_tier(self, reqs: np.ndarray, ctx: np.ndarray, q_tokens: int) -> KVStep | None:
-        """``step(reqs, ctx, q_tokens, reserve=True)`` in the common case, with fewer calls and
-        the same results: every block on the first tier (and the new ones fit there), sparse
-        reads, one replica set, at most one new block per request (decode), every request
-        holding blocks already, whole-row gathers. Returns None, having changed nothing, when
-        the case does not apply."""
+    def _step_one_tier(
+        self, reqs: np.ndarray, ctx: np.ndarray, q_tokens: int, reserve: bool = True
+    ) -> KVStep | None:
+        """``step(reqs, ctx, q_tokens, reserve)`` in the common case, with fewer calls and the
+        same results: every block on the first tier (and the new ones fit there), sparse
+        reads, one replica set, at most one new block per request (decode; none without
+        ``reserve``), every request holding blocks already, whole-row gathers. Returns None,
+        having changed nothing, when the case does not apply."""
         tiers = self.tiers
         t = tiers[0]
         for o in tiers[1:]:
@@ -903,14 +905,15 @@ class KVHierarchy:
         need = (ctx + (B - 1)) >> shift
         grow = need - have
         gl = grow.tolist()
-        if max(gl) > 1:
+        if max(gl) > reserve:  # (without reserve, every block must be there already)
             return None
-        n = need if min(gl) >= 0 else np.maximum(have, need)
+        # blocks held: a request may hold more than it needs
+        n = need if reserve and min(gl) >= 0 else np.maximum(have, need)
         n_l = n.tolist()
         C = max(n_l)
         if self._cols < C or self._cols > self._wide_factor * C:
             return None
-        total = gl.count(1)
+        total = gl.count(1) if reserve else 0
         if total > t.capacity_blocks - t.used:
             return None
         # ---- reserve (as _reserve)
