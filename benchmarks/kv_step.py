@@ -1,0 +1,91 @@
+"""KV hierarchy alone: microseconds per decode step, replaying the calls of a recorded run.
+
+Runs a simulation once, recording every call the engine makes to its ``KVHierarchy``
+(``reserve``, ``step``, ``release``, with their arguments), then replays those calls on fresh
+hierarchies and prints the best wall time per step: the KV part of the engine without the rest
+of the loop's noise. ``--general`` switches the one-tier fast path off, to see what it saves.
+
+    python benchmarks/kv_step.py [--case conv|long] [--repeat 3] [--general]
+
+``conv``: pam serving LLaMA-65B on the first 4,000 requests of the Azure conversation trace
+(the synthetic ``azure-conv`` preset when ``../shared`` is absent), continuous batching, batch
+256: one tier in use, about 20 requests per step. ``long``: pam serving LLaMA3-70B on 1,024
+arxiv-sum requests kept in one batch, 300 iterations: KV on HBM-PIM and DDR-PIM, Algorithm 2
+running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pimserve.api import load_model, load_system, load_workload
+from pimserve.engine.config import RunConfig
+from pimserve.engine.kv import KVHierarchy
+from pimserve.engine.simulator import Simulator
+from pimserve.workload import load_trace
+from pimserve.workload.presets import WORKLOADS
+
+TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"
+
+
+def record(sim: Simulator) -> list[tuple[str, tuple[Any, ...]]]:
+    """Run ``sim``, returning its KV hierarchy calls with copies of their arguments."""
+    kvh = sim.kvh
+    assert kvh is not None, "the system has no KV tiers"
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    for name in ("reserve", "step", "release"):
+        method = getattr(kvh, name)
+
+        def wrapped(*args: Any, _m: Any = method, _n: str = name, **kw: Any) -> Any:
+            args = args + tuple(kw.values())
+            calls.append((_n, tuple(np.array(a) if isinstance(a, np.ndarray) else a
+                                    for a in args)))
+            return _m(*args)
+
+        setattr(kvh, name, wrapped)
+    sim.run()
+    return calls
+
+
+def replay(sim: Simulator, calls: list, general: bool) -> float:
+    """Wall seconds to replay ``calls`` on a fresh hierarchy seeded like ``sim``'s."""
+    cfg = sim.cfg
+    kvh = KVHierarchy(sim.built, sim.model, cfg, np.random.default_rng(cfg.seed),
+                      max_slots=cfg.batch, n_requests=len(sim.requests))
+    kvh._fast_one_tier = not general
+    t0 = time.perf_counter()
+    for name, args in calls:
+        getattr(kvh, name)(*args)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--case", choices=["conv", "long"], default="conv")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--general", action="store_true", help="without the one-tier fast path")
+    args = ap.parse_args()
+    if args.case == "conv":
+        reqs = (load_trace(TRACE, "azure") if TRACE.exists()
+                else WORKLOADS.get("azure-conv")(19366, 0, None)).head(4000)
+        cfg = RunConfig(batching="continuous", batch=256)
+        sim = Simulator(load_system("pam"), load_model("llama-65b"), reqs, cfg)
+    else:
+        reqs, _ = load_workload("arxiv-sum", n_requests=1024, seed=0)
+        cfg = RunConfig(batching="static", batch=1024, max_iterations=300)
+        sim = Simulator(load_system("pam"), load_model("llama3-70b"), reqs, cfg)
+    calls = record(sim)
+    steps = sum(1 for name, _ in calls if name == "step")
+    best = min(replay(sim, calls, args.general) for _ in range(args.repeat))
+    print(f"{args.case}: {len(calls)} KV calls, {steps} steps; best of {args.repeat}: "
+          f"{best:.3f} s = {best / steps * 1e6:.1f} us per step"
+          + (" (general path)" if args.general else ""))
+
+
+if __name__ == "__main__":
+    main()
