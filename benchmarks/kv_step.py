@@ -33,19 +33,22 @@ from pimserve.workload.presets import WORKLOADS
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"
 
 
-def record(sim: Simulator) -> list[tuple[str, tuple[Any, ...]]]:
+def _copy(a: Any) -> Any:
+    return np.array(a) if isinstance(a, np.ndarray) else a
+
+
+def record(sim: Simulator) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
     """Run ``sim``, returning its KV hierarchy calls with copies of their arguments."""
     kvh = sim.kvh
     assert kvh is not None, "the system has no KV tiers"
-    calls: list[tuple[str, tuple[Any, ...]]] = []
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
     for name in ("reserve", "step", "release"):
         method = getattr(kvh, name)
 
         def wrapped(*args: Any, _m: Any = method, _n: str = name, **kw: Any) -> Any:
-            args = args + tuple(kw.values())
-            calls.append((_n, tuple(np.array(a) if isinstance(a, np.ndarray) else a
-                                    for a in args)))
-            return _m(*args)
+            calls.append((_n, tuple(_copy(a) for a in args),
+                          {k: _copy(v) for k, v in kw.items()}))
+            return _m(*args, **kw)
 
         setattr(kvh, name, wrapped)
     sim.run()
@@ -59,8 +62,8 @@ def replay(sim: Simulator, calls: list, general: bool) -> float:
                       max_slots=cfg.batch, n_requests=len(sim.requests))
     kvh._fast_one_tier = not general
     t0 = time.perf_counter()
-    for name, args in calls:
-        getattr(kvh, name)(*args)
+    for name, args, kw in calls:
+        getattr(kvh, name)(*args, **kw)
     return time.perf_counter() - t0
 
 
@@ -80,7 +83,7 @@ def main() -> None:
         cfg = RunConfig(batching="static", batch=1024, max_iterations=300)
         sim = Simulator(load_system("pam"), load_model("llama3-70b"), reqs, cfg)
     calls = record(sim)
-    steps = sum(1 for name, _ in calls if name == "step")
+    steps = sum(1 for name, *_ in calls if name == "step")
     best = min(replay(sim, calls, args.general) for _ in range(args.repeat))
     print(f"{args.case}: {len(calls)} KV calls, {steps} steps; best of {args.repeat}: "
           f"{best:.3f} s = {best / steps * 1e6:.1f} us per step"

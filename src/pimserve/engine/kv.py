@@ -166,7 +166,7 @@ def _bank_groups(group: GroupModel) -> int:
     return 1
 
 
-@dataclass
+@dataclass(slots=True)
 class KVStep:
     """One decode step's attention and KV-movement cost, all layers, with its breakdown."""
 
@@ -254,6 +254,7 @@ class KVHierarchy:
             )
         nt = len(self.tiers)
         self.n_tiers = nt
+        self._zero_tail = (0.0,) * (nt - 1)  # the other tiers' entries of a one-tier step
         # which per-step quantities some later computation reads
         # the EMA feeds Algorithm 2 only, which runs while the KV spans more than one tier: it
         # is kept from a block's first step on such a hierarchy (see ``step``)
@@ -691,20 +692,22 @@ class KVHierarchy:
         return tt, energy, x_s
 
     def step(
-        self, reqs: np.ndarray, context: np.ndarray, q_tokens: int, reserve: bool = False
+        self, reqs: np.ndarray, context: np.ndarray, q_tokens: int, reserve: bool = False,
+        blocks: np.ndarray | None = None,
     ) -> KVStep:
         """Price one decode step's attention for requests ``reqs`` (ids) attending ``context``
         tokens with ``q_tokens`` query tokens each; update importance, mapping activity and
         placement (migrations). The blocks must have been reserved, or with ``reserve`` are
-        reserved first (as :meth:`reserve` would, its link time in ``write_s``). Times in s,
-        energy in J."""
+        reserved first (as :meth:`reserve` would, its link time in ``write_s``). ``blocks``:
+        ``ceil(context / block_tokens)`` where the caller has it already. Times in s, energy
+        in J."""
         nt = self.n_tiers
         if reqs.size == 0:
             self.steps += 1  # (the residency sums credit it at the tiers' next change)
             return KVStep(by_tier_s=(0.0,) * nt)
         write_s = 0.0
         if self._one_tier_ok and self._fast_one_tier:
-            out = self._step_one_tier(reqs, context, q_tokens, reserve)
+            out = self._step_one_tier(reqs, context, q_tokens, reserve, blocks)
             if out is not None:
                 return out
         if reserve:
@@ -882,7 +885,8 @@ class KVHierarchy:
         return out
 
     def _step_one_tier(
-        self, reqs: np.ndarray, ctx: np.ndarray, q_tokens: int, reserve: bool = True
+        self, reqs: np.ndarray, ctx: np.ndarray, q_tokens: int, reserve: bool = True,
+        need: np.ndarray | None = None,
     ) -> KVStep | None:
         """``step(reqs, ctx, q_tokens, reserve)`` in the common case, with fewer calls and the
         same results: every block on the first tier (and the new ones fit there), sparse
@@ -902,7 +906,8 @@ class KVHierarchy:
         if not min(have.tolist()) > 0:
             return None
         B, shift = self.block_tokens, self._block_shift
-        need = (ctx + (B - 1)) >> shift
+        if need is None:
+            need = (ctx + (B - 1)) >> shift
         grow = need - have
         gl = grow.tolist()
         if max(gl) > reserve:  # (without reserve, every block must be there already)
@@ -918,7 +923,7 @@ class KVHierarchy:
             return None
         # ---- reserve (as _reserve)
         if total:
-            idx = np.flatnonzero(grow > 0)
+            idx = [i for i, g in enumerate(gl) if g > 0]
             rows, cols = slots.take(idx, mode="wrap"), have.take(idx, mode="wrap")
             self._bgx[rows, cols] = self._map(0, rows, cols)
             self._use(0, total)
@@ -968,13 +973,10 @@ class KVHierarchy:
         x_s = 0.0 if self.pamattention else t.link_time(pb)
         energy += t.link_energy(pb)
         red_s = R * per_part / self._hbm_ru if self.pamattention and self._hbm_ru > 0 else 0.0
-        by_tier = [0.0] * self.n_tiers
-        by_tier[0] = L * tt
-        self._attn_by_tier[0] += by_tier[0]
-        partials = [0.0] * self.n_tiers
-        partials[0] = L * x_s
+        self._attn_by_tier[0] += L * tt
+        rest = self._zero_tail
         return KVStep(attention_s=L * (tt + x_s + red_s), attention_j=L * energy,
-                      by_tier_s=tuple(by_tier), partials_by_tier_s=tuple(partials),
+                      by_tier_s=(L * tt, *rest), partials_by_tier_s=(L * x_s, *rest),
                       reduction_s=L * red_s)
 
     def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray) -> float:

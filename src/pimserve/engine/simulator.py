@@ -15,6 +15,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -260,17 +261,20 @@ class Simulator:
             # ---- this iteration's work
             tlp = self.speculation.tlp()
 
-            def split(running: np.ndarray, tlp: int = tlp) -> tuple[np.ndarray, ...]:
-                """(prefilling, decoding, prefill chunk sizes, KV blocks the step needs)."""
+            def split(running: np.ndarray, tlp: int = tlp) -> tuple[Any, ...]:
+                """(prefilling, decoding, prefill chunk sizes, KV blocks the step needs, the
+                decoding requests' context this step (tokens) and their KV blocks)."""
                 in_pre = pre_done[running] < pre_target[running]
                 pre, dec = running[in_pre], running[~in_pre]
                 chunks = pre_target[pre] - pre_done[pre]
                 if cfg.prefill_chunk is not None:
                     chunks = np.minimum(chunks, cfg.prefill_chunk)
-                need = self._blocks(kv[dec] + tlp).sum() + self._blocks(kv[pre] + chunks).sum()
-                return pre, dec, chunks, int(need)
+                dec_ctx = kv[dec] + tlp
+                dec_blocks = self._blocks(dec_ctx)
+                need = int(dec_blocks.sum()) + int(self._blocks(kv[pre] + chunks).sum())
+                return pre, dec, chunks, need, dec_ctx, dec_blocks
 
-            pre, dec, chunks, need = split(running)
+            pre, dec, chunks, need, dec_ctx, dec_blocks = split(running)
             if not static and dec.size:
                 # continuous batching: preempt (recompute) the newest requests until KV fits
                 while need > self.kv_blocks_total and running.size > 1:
@@ -284,21 +288,20 @@ class Simulator:
                     pre_target[victim] = prompt[victim] + gen[victim]
                     queue.appendleft(victim)
                     preemptions += 1
-                    pre, dec, chunks, need = split(running)
+                    pre, dec, chunks, need, dec_ctx, dec_blocks = split(running)
             m_tok = dec.size * tlp + int(chunks.sum())
             kv_step = None
             kv_write_s = 0.0
             trace = {} if tl_lo <= it_count < tl_hi else None
             if trace is not None and kvh is not None:
                 kv_before = (kvh.written_bytes.copy(), kvh.migrated_bytes)
-            dec_ctx = kv[dec] + tlp  # decoding requests' context this step (tokens)
             if kvh is not None:
                 if pre.size:
                     kv_write_s = kvh.reserve(np.concatenate([pre, dec]),
                                              np.concatenate([kv[pre] + chunks, dec_ctx]))
-                    kv_step = kvh.step(dec, dec_ctx, tlp)
+                    kv_step = kvh.step(dec, dec_ctx, tlp, blocks=dec_blocks)
                 else:  # the same, in one call
-                    kv_step = kvh.step(dec, dec_ctx, tlp, reserve=True)
+                    kv_step = kvh.step(dec, dec_ctx, tlp, reserve=True, blocks=dec_blocks)
                     kv_write_s = kv_step.write_s
                 if trace is not None:
                     trace.update(self._kv_trace(*kv_before, kv_write_s))
