@@ -145,3 +145,17 @@ def test_missing_results_file(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "cannot read" in r.output
     with pytest.raises(ResultError, match="cannot read"):
         plot_results(tmp_path / "nope.json", tmp_path / "p")
+
+
+def test_importing_the_figure_modules_leaves_matplotlibs_backend_alone() -> None:
+    """Plots and reproduction figures draw on their own Agg canvases: importing them does not
+    switch a user's (a notebook's) backend."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "import pimserve.report.plots, pimserve.report.figures, "
+            "pimserve.experiments.reproduce; print(matplotlib.get_backend())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "svg"

@@ -28,7 +28,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pimserve.experiments.reproduce import figures as fig
 from pimserve.experiments.reproduce.common import (
     Headline,
     Parameter,
@@ -39,6 +38,7 @@ from pimserve.experiments.reproduce.common import (
     scaled_system,
     select,
 )
+from pimserve.report import figures as fig
 from pimserve.specs.catalog import load_model, load_system
 from pimserve.specs.model import ModelSpec
 

@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pimserve.experiments.reproduce import figures as fig
 from pimserve.experiments.reproduce.common import (
     Headline,
     Parameter,
@@ -28,6 +27,7 @@ from pimserve.experiments.reproduce.common import (
     scaled_system,
     select,
 )
+from pimserve.report import figures as fig
 from pimserve.specs.catalog import load_system
 
 MODELS = ("llama-65b", "gpt3-66b", "gpt3-175b")

@@ -1,8 +1,10 @@
-"""Figures in the papers' style for the reproductions: grouped bars, sweeps, stacked bars.
+"""Figures in the papers' style for the reproductions (``pimserve reproduce``): grouped bars,
+sweeps, stacked bars.
 
 Each function takes plain numbers (already normalised by the caller), draws one PNG with
-matplotlib's Agg backend and returns its path. Paper values, when given, are drawn as
-reference markers next to pimserve's bars, never mixed into them.
+matplotlib's Agg canvas (object API: no pyplot, no global backend switch, so importing
+pimserve leaves a notebook's backend alone) and returns its path. Paper values, when given,
+are drawn as reference markers next to pimserve's bars, never mixed into them.
 """
 
 from __future__ import annotations
@@ -10,17 +12,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
 
 
-def _finish_panel(ax: plt.Axes, x: np.ndarray, cats: Sequence[str], title: str, log: bool,
+def _figure(**kw: object) -> Figure:
+    """A figure on an Agg canvas (``Figure`` keyword arguments)."""
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish_panel(ax: Axes, x: np.ndarray, cats: Sequence[str], title: str, log: bool,
                   reference_line: float | None, rotation: int) -> None:
     """A bar panel's common dressing: reference line, category ticks, title, y scale, grid."""
     if reference_line is not None:
@@ -33,14 +41,13 @@ def _finish_panel(ax: plt.Axes, x: np.ndarray, cats: Sequence[str], title: str, 
     ax.grid(axis="y", alpha=0.3)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
     return path
 
 
-def _plain_log_labels(ax: plt.Axes) -> None:
+def _plain_log_labels(ax: Axes) -> None:
     """Label a log y axis with plain numbers (0.5, 2, 30) instead of powers of ten; minor
     ticks get labels too when the axis spans less than a factor of 6."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -69,7 +76,8 @@ def grouped_bars(path: Path, panels: Mapping[str, Mapping[str, Sequence[float]]]
     """
     n = len(panels)
     width = max(5.0, 4.2 * n) + (1.8 if legend_outside else 0.0)
-    fig, axes = plt.subplots(1, n, figsize=(width, 3.6), sharey=True, squeeze=False)
+    fig = _figure(figsize=(width, 3.6))
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)
     for ax, (pname, series) in zip(axes[0], panels.items(), strict=True):
         cats = categories[pname] if isinstance(categories, Mapping) else categories
         k = max(1, len(series))
@@ -94,7 +102,8 @@ def sweep(path: Path, x: Sequence[float], series: Mapping[str, Sequence[float]],
           xlabel: str, ylabel: str, title: str, logx: bool = False,
           log: bool = False) -> Path:
     """Lines of ``series`` over ``x`` (e.g. normalised throughput over batch size)."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    fig = _figure(figsize=(5.2, 3.6))
+    ax = fig.subplots()
     for i, (name, ys) in enumerate(series.items()):
         ax.plot(x, ys, marker="o", label=name, color=COLORS[i % len(COLORS)])
     if logx:
@@ -117,7 +126,8 @@ def stacked_bars(path: Path, bars: Mapping[str, Mapping[str, float]], *, ylabel:
     parts: list[str] = []
     for b in bars.values():
         parts += [p for p in b if p not in parts]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(bars) + 2.5), 3.8))
+    fig = _figure(figsize=(max(4.5, 1.1 * len(bars) + 2.5), 3.8))
+    ax = fig.subplots()
     x = np.arange(len(bars))
     bottom = np.zeros(len(bars))
     for i, p in enumerate(parts):
@@ -143,7 +153,8 @@ def bars_with_reference(path: Path, panels: Mapping[str, Mapping[str, float]], *
     each labelled with its value; ``paper[panel][category]``, when given, is drawn as a black
     diamond on the bar's position (the paper's value, a reference beside pimserve's bar)."""
     n = len(panels)
-    fig, axes = plt.subplots(1, n, figsize=(max(5.0, 4.4 * n), 3.9), squeeze=False)
+    fig = _figure(figsize=(max(5.0, 4.4 * n), 3.9))
+    axes = fig.subplots(1, n, squeeze=False)
     for ax, (pname, bars) in zip(axes[0], panels.items(), strict=True):
         cats = list(bars)
         x = np.arange(len(cats))
@@ -181,8 +192,8 @@ def stacked_grid(path: Path, grid: Mapping[str, Mapping[str, Mapping[str, Mappin
                 parts += [p for p in bar if p not in parts]
     rows = list(grid)
     cols = list(dict.fromkeys(c for r in grid.values() for c in r))
-    fig, axes = plt.subplots(len(rows), len(cols), squeeze=False, sharey="row",
-                             figsize=(max(5.0, 2.6 * len(cols) + 1.2), 2.6 * len(rows) + 0.8))
+    fig = _figure(figsize=(max(5.0, 2.6 * len(cols) + 1.2), 2.6 * len(rows) + 0.8))
+    axes = fig.subplots(len(rows), len(cols), squeeze=False, sharey="row")
     for i, rname in enumerate(rows):
         for j, cname in enumerate(cols):
             ax = axes[i][j]
