@@ -270,8 +270,6 @@ class KVHierarchy:
         t0 = self.tiers[0]
         self._one_tier_ok = (self.sparse and t0.sets == 1 and self._block_shift is not None
                              and self.loc.salience_sigma > 0)
-        self._drift_p = self.loc.drift_per_step
-        self._greedy_one_set = self.mapping == "greedy" and t0.n_bg > 1
         # --- bank-group codes: 0 = no block, then each tier's (set, bank group) in turn
         self._bg_total = [t.sets * t.n_bg for t in self.tiers]
         self._bg_off = [1 + int(v) for v in np.cumsum([0, *self._bg_total])[:-1]]
@@ -469,7 +467,7 @@ class KVHierarchy:
 
     def _recent_activity(self) -> np.ndarray:
         """Activations of every bank group (by code) over the last ``mapping_window`` steps
-        (cached until the history changes)."""
+        (kept current by ``step``); drops the bank-group orders cached for an older history."""
         if self._orders_version != self._act_version:
             self._orders = [None] * self.n_tiers
             self._orders_version = self._act_version
@@ -927,12 +925,7 @@ class KVHierarchy:
         if total:
             idx = [i for i, g in enumerate(gl) if g > 0]
             rows, cols = slots.take(idx, mode="wrap"), have.take(idx, mode="wrap")
-            if total == 1 and self._greedy_one_set:  # _map's choice: the least active
-                off = self._bg_off[0]
-                code = off + int(self._act_sum[off: off + t.n_bg].argmin())
-            else:
-                code = self._map(0, rows, cols)
-            self._bgx[rows, cols] = code
+            self._bgx[rows, cols] = self._map(0, rows, cols)
             self._use(0, total)
             self._sal[rows, cols] = self._draws.lognormal(total)
             self.nblk[rows] = cols + 1
@@ -942,13 +935,7 @@ class KVHierarchy:
         # ---- scores and the sparse selection (as step)
         R = len(n_l)
         nv = sum(n_l)
-        if nv and self._drift_p > 0:  # as _drift
-            k = self.rng.binomial(nv, self._drift_p)
-            if k:
-                u = self._draws.uniform(2 * k)
-                r = (u[:k] * R).astype(np.intp)
-                c = (u[k:] * n.take(r, mode="wrap")).astype(np.intp)
-                self._sal[slots.take(r, mode="wrap"), c] = self._draws.lognormal(k)
+        self._drift(slots, n, nv)
         s = self._sal.take(slots, axis=0, mode="wrap")
         s *= self._recw.take(n, axis=0, mode="wrap")
         bgs = self._bgx.take(slots, axis=0, mode="wrap")

@@ -390,7 +390,7 @@ class IterationPricer:
 
         Reads from ``trace`` (given by the engine for KV-tier systems): ``tiers`` (tier labels,
         in the order of ``kv_step.by_tier_s``), ``kv_write`` (``[tier, bytes, s]`` of new KV
-        written to lower tiers), ``migrated_bytes``, ``merge_track`` and ``offload``. Writes:
+        written to lower tiers), ``migrated_bytes`` and ``merge_track``. Writes:
         ``n_layers``; ``layer`` (one decoder layer's slices ``[track, name, offset s, duration
         s, args]``, offsets from the layer's start; every layer is alike); ``layer_s`` (one
         layer's time); ``layers_start_s`` (offset of the first layer in the iteration); and

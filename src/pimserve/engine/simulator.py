@@ -412,8 +412,8 @@ class Simulator:
     def _kv_trace(self, written0: np.ndarray, migrated0: float, kv_write_s: float) -> dict:
         """What the pricer's trace needs from the KV hierarchy for one step (timeline only):
         tier labels, new KV written to each lower tier (``[tier, bytes, s]``, the seconds
-        sharing ``kv_write_s`` by each tier's link time), migrated bytes, where partial
-        attention results merge, and whether some tier is offloaded (fetched, not computing)."""
+        sharing ``kv_write_s`` by each tier's link time), migrated bytes and where partial
+        attention results merge."""
         kvh = self.kvh
         assert kvh is not None
         labels = [t.label for t in kvh.tiers]
@@ -431,7 +431,6 @@ class Simulator:
             "kv_write": writes,
             "migrated_bytes": float(kvh.migrated_bytes - migrated0),
             "merge_track": first if kvh.pamattention or self.built.gpu is None else "gpu",
-            "offload": any(not t.compute for t in kvh.tiers),
         }
 
     @staticmethod
