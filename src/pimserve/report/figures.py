@@ -120,6 +120,23 @@ def sweep(path: Path, x: Sequence[float], series: Mapping[str, Sequence[float]],
     return _save(fig, path)
 
 
+def _stack(ax: Axes, bars: Mapping[str, Mapping[str, float]], parts: Sequence[str],
+           percent: bool, labelled: bool = True) -> np.ndarray:
+    """Draw one stacked bar per key of ``bars`` (``bars[bar][part]``), parts in ``parts``
+    order and colour (each bar scaled to 100 with ``percent``); returns the bars' x."""
+    x = np.arange(len(bars))
+    bottom = np.zeros(len(bars))
+    for i, p in enumerate(parts):
+        vals = np.array([b.get(p, 0.0) for b in bars.values()], dtype=float)
+        if percent:
+            tot = np.array([sum(b.values()) or 1.0 for b in bars.values()])
+            vals = 100 * vals / tot
+        ax.bar(x, vals, 0.6, bottom=bottom, color=COLORS[i % len(COLORS)],
+               label=p if labelled else None)
+        bottom += vals
+    return x
+
+
 def stacked_bars(path: Path, bars: Mapping[str, Mapping[str, float]], *, ylabel: str,
                  title: str, percent: bool = False) -> Path:
     """One stacked bar per key of ``bars``; ``bars[bar][part]`` is that part's height."""
@@ -128,15 +145,7 @@ def stacked_bars(path: Path, bars: Mapping[str, Mapping[str, float]], *, ylabel:
         parts += [p for p in b if p not in parts]
     fig = _figure(figsize=(max(4.5, 1.1 * len(bars) + 2.5), 3.8))
     ax = fig.subplots()
-    x = np.arange(len(bars))
-    bottom = np.zeros(len(bars))
-    for i, p in enumerate(parts):
-        vals = np.array([b.get(p, 0.0) for b in bars.values()], dtype=float)
-        if percent:
-            tot = np.array([sum(b.values()) or 1.0 for b in bars.values()])
-            vals = 100 * vals / tot
-        ax.bar(x, vals, 0.6, bottom=bottom, label=p, color=COLORS[i % len(COLORS)])
-        bottom += vals
+    x = _stack(ax, bars, parts, percent)
     ax.set_xticks(x, list(bars), rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
@@ -198,16 +207,7 @@ def stacked_grid(path: Path, grid: Mapping[str, Mapping[str, Mapping[str, Mappin
         for j, cname in enumerate(cols):
             ax = axes[i][j]
             bars = grid[rname].get(cname, {})
-            x = np.arange(len(bars))
-            bottom = np.zeros(len(bars))
-            for k, p in enumerate(parts):
-                vals = np.array([b.get(p, 0.0) for b in bars.values()], dtype=float)
-                if percent:
-                    tot = np.array([sum(b.values()) or 1.0 for b in bars.values()])
-                    vals = 100 * vals / tot
-                ax.bar(x, vals, 0.6, bottom=bottom, color=COLORS[k % len(COLORS)],
-                       label=p if i == 0 and j == 0 else None)
-                bottom += vals
+            x = _stack(ax, bars, parts, percent, labelled=i == 0 and j == 0)
             ax.set_xticks(x, list(bars), fontsize=8)
             if i == 0:
                 ax.set_title(cname, fontsize=9)
