@@ -277,6 +277,60 @@ def test_importance_is_kept_while_the_kv_spans_tiers() -> None:
         np.testing.assert_allclose(kvh.imp[slot, :n], want, rtol=2e-5, atol=1e-9)
 
 
+def test_every_block_drifts_at_the_stated_rate() -> None:
+    """LocalitySpec's ``drift_per_step``: each block, of a short request or a long one, redraws
+    its salience with that probability per step (not each request's blocks at a rate that
+    depends on how many blocks the others hold); cells beyond a request's blocks stay empty."""
+    p = 0.05
+    spec = small_tiers("pam", locality={"drift_per_step": p})
+    model = load_model("llama3-8b")
+    kvh = KVHierarchy(BuiltSystem.build(spec, model), model, RunConfig(batch=8),
+                      np.random.default_rng(3), 8, 16)
+    ids, tok = np.arange(2), np.array([4 * 16, 200 * 16])  # 4 and 200 blocks
+    kvh.reserve(ids, tok)
+    slots = kvh.slot_of[ids]
+    steps = 400
+    changed = np.zeros(2)
+    before = kvh.sal[slots].copy()
+    for _ in range(steps):
+        kvh.step(ids, tok, 1)
+        now = kvh.sal[slots].copy()
+        changed += (now != before).sum(axis=1)
+        before = now
+    rate = changed / (np.array([4, 200]) * steps)
+    # expected 0.05 for both (short request: 80 of 1,600 block-steps, sd ~9); drawing the
+    # request uniformly would give the short one's blocks ~0.6 and the long one's ~0.026
+    assert rate == pytest.approx([p, p], rel=0.35)
+    assert (before[0, 4:] == 0).all() and (before[1, 200:] == 0).all()
+
+
+def test_without_pamattention_every_read_blocks_partial_crosses_the_stacks_io() -> None:
+    """Fixed tiling (``pamattention: false``) sends every read block's partial (O, m, l) of
+    every head to the GPUs; from HBM-PIM, the GPUs' own stacks, over the stacks' I/O. With
+    PAMattention a request on one tier has its result on HBM-PIM: nothing leaves, and there is
+    no inter-device reduction to run."""
+    spec, model = small_tiers("pam"), load_model("llama3-8b")
+    built = BuiltSystem.build(spec, model)
+    ids, tok = np.arange(6), np.array([300, 700, 1200, 2000, 90, 4000])
+    steps = {}
+    for pam in (True, False):
+        kvh = KVHierarchy(built, model, RunConfig(batch=8, pamattention=pam),
+                          np.random.default_rng(5), 8, 16)
+        kvh.reserve(ids, tok)
+        steps[pam] = (kvh.step(ids, tok, 1), kvh.read_blocks, kvh)
+    (on, read_on, kvh), (off, read_off, _) = steps[True], steps[False]
+    assert read_on == read_off  # the same draws: the same blocks read
+    hbm = kvh.tiers[0]
+    assert hbm.group.link is None and kvh.tiers[1].used == 0  # one tier, the GPUs' own
+    per_block = model.n_heads * (model.head_dim + 2) * model.dtype_bytes  # one layer
+    io = hbm.group.device.io_bytes_per_s * hbm.group.count
+    expect = model.n_layers * read_off * per_block / io
+    assert on.partials_by_tier_s[0] == 0 and on.reduction_s == 0
+    assert off.partials_by_tier_s[0] == pytest.approx(expect, rel=1e-12)
+    assert off.attention_s - on.attention_s == pytest.approx(expect, rel=1e-9)
+    assert off.attention_j > on.attention_j
+
+
 def test_a_step_before_any_reserve_gives_a_slot_and_reads_nothing() -> None:
     spec, model = small_tiers("pam"), load_model("llama3-8b")
     built = BuiltSystem.build(spec, model)

@@ -37,10 +37,14 @@ Tiers run in parallel and the layer waits for the slowest (PAM section 5):
 
 - with PAMattention, each tier reduces its per-block partials on its reduction units and sends
   one partial ``(O, m, l)`` per request and head to HBM-PIM over its link, where the
-  inter-device reduction runs on HBM-PIM's reduction units;
+  inter-device reduction runs on HBM-PIM's reduction units (a request read from ``t >= 2``
+  tiers merges its ``t`` partials; one read from a single tier has its result already);
 - without it (fixed FlashDecoding-style tiling), every read block's partial leaves its device
   and is merged on the GPU: ``blocks x heads x TLP x (head_dim + 2)`` values per tier over the
-  tier's link.
+  tier's link, or, for a tier without one (HBM-PIM stacks that are the GPUs' own memory), over
+  the stacks' I/O (``io_bw_gbps`` each): the intra-device transfers PAM's distributed reduction
+  removes (PAM 5.2). [INF] PAM gives no formula for its fixed-tiling baseline; this prices the
+  data it must move with the devices' own I/O figures.
 
 A tier with ``compute: false`` (offloading) computes nothing: its blocks are fetched over its
 link to the first tier (the GPU) each step, and the GPU's attention waits for the fetch
@@ -108,9 +112,13 @@ class _Draws:
         """``k`` uniforms on [0, 1) (a read-only view)."""
         i = self._iu
         if i + k > self._u.size:
-            self._u, i = self.rng.random(max(self.size, k)), 0
+            self._refill_uniform(k)
+            i = 0
         self._iu = i + k
         return self._u[i: i + k]
+
+    def _refill_uniform(self, k: int) -> None:
+        self._u = self.rng.random(max(self.size, k))
 
     def lognormal(self, k: int) -> np.ndarray:
         """``k`` log-normal saliences of log-mean 0 and log-sd ``sigma`` (a view)."""
@@ -149,6 +157,18 @@ class Tier:
     def link_energy(self, nbytes: float) -> float:
         link = self.group.link
         return 0.0 if link is None else nbytes * 8 * link.spec.energy_pj_per_bit * 1e-12
+
+    def partials_out(self, nbytes: float) -> tuple[float, float]:
+        """(s, J) for ``nbytes`` of partial results to leave the tier's devices for the GPUs:
+        over the tier's link, or, for a tier without one (HBM-PIM stacks that are the GPUs'
+        own memory), over its devices' I/O (``io_bw_gbps`` each, all devices in parallel)."""
+        if self.group.link is not None:
+            return self.link_time(nbytes), self.link_energy(nbytes)
+        dev = self.group.device
+        io = float(getattr(dev, "io_bytes_per_s", 0.0)) * self.group.count
+        if io <= 0 or nbytes <= 0:
+            return 0.0, 0.0
+        return nbytes / io, nbytes * 8 * float(getattr(dev, "io_pj_per_bit", 0.0)) * 1e-12
 
 
 def _first_set(*values: bool | None) -> bool:
@@ -632,14 +652,17 @@ class KVHierarchy:
 
     # ------------------------------------------------------------------ one step
     def _drift(self, slots: np.ndarray, n: np.ndarray, nv: int) -> None:
-        """A few blocks redraw their salience (importance persists and drifts slowly):
-        block ``floor(u x n)`` (``u`` uniform) of request ``r`` (uniform), in draw order."""
+        """A few blocks redraw their salience (importance persists and drifts slowly): among
+        the step's ``nv`` blocks (request ``i`` holding ``n[i]``), ``k ~ Binomial(nv,
+        drift_per_step)`` redraws, each of a block drawn uniformly (its request with
+        probability ``n[i] / nv``, then one of its blocks), so that every block, of a short
+        request or a long one, redraws at that rate per step."""
         loc = self.loc
         if loc.drift_per_step > 0 and loc.salience_sigma > 0:
             k = self.rng.binomial(nv, loc.drift_per_step) if nv else 0
             if k:
                 u = self._draws.uniform(2 * k)
-                r = (u[:k] * n.size).astype(np.intp)
+                r = np.cumsum(n).searchsorted(u[:k] * nv, side="right")
                 c = (u[k:] * n.take(r, mode="wrap")).astype(np.intp)
                 self._sal[slots.take(r, mode="wrap"), c] = self._draws.lognormal(k)
 
@@ -684,11 +707,14 @@ class KVHierarchy:
             mx = np.maximum.reduce(lw, axis=1)
             imb = np.divide(mx, mean, out=np.ones(t.sets), where=mean > 0)
             tt = float((work * imb).max())  # >= any request's time: imb >= 1
-        # partial results to HBM-PIM (PAMattention) or per tile to the GPU (without)
-        m = self.model
-        pb = float(parts) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes)
-        x_s = t.link_time(pb) if (k > 0 or not self.pamattention) else 0.0
-        energy += t.link_energy(pb)
+        # partial results to HBM-PIM (PAMattention: none leave HBM-PIM itself) or per block
+        # to the GPUs (without)
+        x_s = 0.0
+        if k > 0 or not self.pamattention:
+            m = self.model
+            pb = float(parts) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes)
+            x_s, x_j = t.partials_out(pb)
+            energy += x_j
         return tt, energy, x_s
 
     def step(
@@ -823,6 +849,8 @@ class KVHierarchy:
         tier_x = [0.0] * nt
         tb = None if single else self._tier_of_code.take(bgs, mode="wrap")
         B = self.block_tokens
+        merging = self.pamattention and self._hbm_ru > 0 and not single
+        tiers_read = np.zeros(R, dtype=np.int64) if merging else None
         for k in used:
             t = tiers[k]
             if single:
@@ -838,6 +866,8 @@ class KVHierarchy:
                 parts = np.count_nonzero(nread)
             if not nr:
                 continue
+            if merging:  # the tiers each request reads from
+                tiers_read += nread > 0
             if not self.pamattention:
                 parts = nr
             if not t.compute:
@@ -868,10 +898,12 @@ class KVHierarchy:
             slowest = max(slowest, t0)
             comm_s += max(0.0, fetch_s - slowest)
         red_s = 0.0
-        if self.pamattention and self._hbm_ru > 0:
-            tiers_used = 1 if single else sum(1 for v in tier_time if v > 0)
-            elems = float(R) * m.n_heads * q_tokens * (m.head_dim + 2) * tiers_used
-            red_s = elems / self._hbm_ru
+        if merging:
+            # PAMattention's inter-device reduction: a request whose blocks read lie on t >= 2
+            # tiers merges its t partials (every element of each rescaled and summed once); on
+            # one tier the intra-device reduction's result is final
+            merged = int(tiers_read[tiers_read >= 2].sum())
+            red_s = float(merged) * m.n_heads * q_tokens * (m.head_dim + 2) / self._hbm_ru
         by_tier = [L * v for v in tier_time]
         for k, v in enumerate(by_tier):
             self._attn_by_tier[k] += v
@@ -968,16 +1000,15 @@ class KVHierarchy:
         tt = work * imb
         m = self.model
         L = m.n_layers
-        per_part = m.n_heads * q_tokens * (m.head_dim + 2)
-        pb = float(R if self.pamattention else nsel) * (per_part * m.dtype_bytes)
-        x_s = 0.0 if self.pamattention else t.link_time(pb)
-        energy += t.link_energy(pb)
-        red_s = R * per_part / self._hbm_ru if self.pamattention and self._hbm_ru > 0 else 0.0
-        self._attn_by_tier[0] += L * tt
+        x_s = 0.0  # (PAMattention: the partials stay on the first tier, HBM-PIM)
+        if not self.pamattention:
+            x_s, x_j = t.partials_out(
+                float(nsel) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes))
+            energy += x_j
+        self._attn_by_tier[0] += L * tt  # (one tier: no inter-device reduction)
         rest = self._zero_tail
-        return KVStep(attention_s=L * (tt + x_s + red_s), attention_j=L * energy,
-                      by_tier_s=(L * tt, *rest), partials_by_tier_s=(L * x_s, *rest),
-                      reduction_s=L * red_s)
+        return KVStep(attention_s=L * (tt + x_s), attention_j=L * energy,
+                      by_tier_s=(L * tt, *rest), partials_by_tier_s=(L * x_s, *rest))
 
     def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray) -> float:
         """Algorithm 2 over the stepping requests' blocks (``tb``: their tiers, ``imp``: their
