@@ -662,7 +662,7 @@ class KVHierarchy:
             k = self.rng.binomial(nv, loc.drift_per_step) if nv else 0
             if k:
                 u = self._draws.uniform(2 * k)
-                r = np.cumsum(n).searchsorted(u[:k] * nv, side="right")
+                r = np.add.accumulate(n).searchsorted(u[:k] * nv, "right")
                 c = (u[k:] * n.take(r, mode="wrap")).astype(np.intp)
                 self._sal[slots.take(r, mode="wrap"), c] = self._draws.lognormal(k)
 
