@@ -41,10 +41,12 @@ Tiers run in parallel and the layer waits for the slowest (PAM section 5):
   tiers merges its ``t`` partials; one read from a single tier has its result already);
 - without it (fixed FlashDecoding-style tiling), every read block's partial leaves its device
   and is merged on the GPU: ``blocks x heads x TLP x (head_dim + 2)`` values per tier over the
-  tier's link, or, for a tier without one (HBM-PIM stacks that are the GPUs' own memory), over
-  the stacks' I/O (``io_bw_gbps`` each): the intra-device transfers PAM's distributed reduction
-  removes (PAM 5.2). [INF] PAM gives no formula for its fixed-tiling baseline; this prices the
-  data it must move with the devices' own I/O figures.
+  tier's link, or, for a tier without one (HBM-PIM stacks that are the GPUs' own memory) and
+  sparse reads, over the stacks' I/O (``io_bw_gbps`` each): the intra-device transfers PAM's
+  distributed reduction removes (PAM 5.2). A dense read on such a tier (AttAcc, L-PIM) streams
+  each request's KV as one matrix, and its reduction is the device model's own (partial sums,
+  softmax). [INF] PAM gives no formula for its fixed-tiling baseline; this prices the data it
+  must move with the devices' own I/O figures.
 
 A tier with ``compute: false`` (offloading) computes nothing: its blocks are fetched over its
 link to the first tier (the GPU) each step, and the GPU's attention waits for the fetch
@@ -158,12 +160,15 @@ class Tier:
         link = self.group.link
         return 0.0 if link is None else nbytes * 8 * link.spec.energy_pj_per_bit * 1e-12
 
-    def partials_out(self, nbytes: float) -> tuple[float, float]:
+    def partials_out(self, nbytes: float, io: bool) -> tuple[float, float]:
         """(s, J) for ``nbytes`` of partial results to leave the tier's devices for the GPUs:
         over the tier's link, or, for a tier without one (HBM-PIM stacks that are the GPUs'
-        own memory), over its devices' I/O (``io_bw_gbps`` each, all devices in parallel)."""
+        own memory) and with ``io``, over its devices' I/O (``io_bw_gbps`` each, all devices
+        in parallel)."""
         if self.group.link is not None:
             return self.link_time(nbytes), self.link_energy(nbytes)
+        if not io:
+            return 0.0, 0.0
         dev = self.group.device
         io = float(getattr(dev, "io_bytes_per_s", 0.0)) * self.group.count
         if io <= 0 or nbytes <= 0:
@@ -713,7 +718,7 @@ class KVHierarchy:
         if k > 0 or not self.pamattention:
             m = self.model
             pb = float(parts) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes)
-            x_s, x_j = t.partials_out(pb)
+            x_s, x_j = t.partials_out(pb, self.sparse)
             energy += x_j
         return tt, energy, x_s
 
@@ -1003,7 +1008,7 @@ class KVHierarchy:
         x_s = 0.0  # (PAMattention: the partials stay on the first tier, HBM-PIM)
         if not self.pamattention:
             x_s, x_j = t.partials_out(
-                float(nsel) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes))
+                float(nsel) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes), True)
             energy += x_j
         self._attn_by_tier[0] += L * tt  # (one tier: no inter-device reduction)
         rest = self._zero_tail
