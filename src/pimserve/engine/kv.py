@@ -114,13 +114,9 @@ class _Draws:
         """``k`` uniforms on [0, 1) (a read-only view)."""
         i = self._iu
         if i + k > self._u.size:
-            self._refill_uniform(k)
-            i = 0
+            self._u, i = self.rng.random(max(self.size, k)), 0
         self._iu = i + k
         return self._u[i: i + k]
-
-    def _refill_uniform(self, k: int) -> None:
-        self._u = self.rng.random(max(self.size, k))
 
     def lognormal(self, k: int) -> np.ndarray:
         """``k`` log-normal saliences of log-mean 0 and log-sd ``sigma`` (a view)."""
@@ -170,10 +166,10 @@ class Tier:
         if not io:
             return 0.0, 0.0
         dev = self.group.device
-        io = float(getattr(dev, "io_bytes_per_s", 0.0)) * self.group.count
-        if io <= 0 or nbytes <= 0:
+        bw = float(getattr(dev, "io_bytes_per_s", 0.0)) * self.group.count
+        if bw <= 0 or nbytes <= 0:
             return 0.0, 0.0
-        return nbytes / io, nbytes * 8 * float(getattr(dev, "io_pj_per_bit", 0.0)) * 1e-12
+        return nbytes / bw, nbytes * 8 * float(getattr(dev, "io_pj_per_bit", 0.0)) * 1e-12
 
 
 def _first_set(*values: bool | None) -> bool:
