@@ -199,6 +199,24 @@ def test_kv_layer_draws_partials_and_the_reduction_as_priced() -> None:
         assert r0 + rd - start > 0
 
 
+def test_fixed_tiling_partials_leave_hbm_pim_on_a_named_track() -> None:
+    """LS-PIM (sparse reads, no PAMattention) with HBM-PIM as its only tier, which has no
+    link: each read block's partial crosses HBM-PIM's own I/O after the tier's attention, on
+    the named partial-results track."""
+    d = load_system("ls-pim").model_dump()
+    d["name"] = "ls-pim-hbm-only"
+    d["groups"] = d["groups"][:2]  # the GPUs and the HBM-PIM tier
+    spec = validate(SystemSpec, d, "system")
+    r = pimserve.simulate(spec, "llama3-70b", "arxiv-sum", n_requests=16, batch=16,
+                          batching="static", max_iterations=4, timeline_steps=(2, 3))
+    names = track_names(validate_trace(trace_events(r)))
+    assert "partials" in names["Link attention partial results (tiers -> merge)"]
+    layer = r.extra["timeline"]["iterations"][0]["layer"]
+    (_, _, a0, ad, _), = [s for s in layer if s[1] == "attention" and s[0] == "tier:hbm"]
+    (_, _, p0, pd, _), = [s for s in layer if s[1] == "partials"]
+    assert p0 == pytest.approx(a0 + ad) and pd > 0
+
+
 def test_offloaded_fetch_is_drawn_beside_the_gpu_attention() -> None:
     r = pimserve.simulate("vllm-offload", "llama3-70b", "arxiv-sum", n_requests=1024,
                           batch=1024, batching="static", max_iterations=2, timeline_steps=(1, 2))

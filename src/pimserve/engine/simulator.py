@@ -480,8 +480,10 @@ class Simulator:
                 tracks["link:kv-fetch"] = "Link KV fetch (offloaded tiers)"
             if self.kvh.scheduling:
                 tracks["link:kv-migration"] = "Link KV migration (between tiers)"
-        if self.kvh is not None and any(t.compute and t.group.link is not None
-                                        for t in self.kvh.tiers):
+        kvh = self.kvh
+        if kvh is not None and (any(t.compute and t.group.link is not None for t in kvh.tiers)
+                                or (kvh.sparse and not kvh.pamattention)):
+            # (over a tier's link, or, fixed tiling's sparse reads, over HBM-PIM's own I/O)
             tracks["link:kv-partials"] = "Link attention partial results (tiers -> merge)"
         return tracks
 
