@@ -87,7 +87,7 @@ def _dram(**over):
         standard="HBM3", channels=16, pseudo_channels=2, ranks=2, bank_groups=4,
         banks_per_group=4, rows=16384, columns=32, burst_bytes=32, t_ck_ns=0.769,
         io_bw_gbps=670.4, t_rcd=19, t_rp=19, t_ras=45, t_ccd_s=2, t_ccd_l=4, t_rrd_s=2,
-        t_rrd_l=4, t_faw=39, t_refi=5070, t_rfc=260,
+        t_rrd_l=4, t_faw=39, t_refi=5070, t_rfc=260, t_rtp=8,
     )
     base.update(over)
     return base

@@ -146,6 +146,12 @@ class Tier:
         link = self.group.link
         return 0.0 if link is None else link.bytes_per_s * self.links
 
+    def with_refresh(self, busy_s: float) -> float:
+        """``busy_s`` of attention plus the refresh its devices hold over that duration (the
+        attention tables price without refresh: :mod:`pimserve.hardware.dataflow`)."""
+        ref = getattr(self.group.device, "refresh_s", None)
+        return busy_s + float(ref(busy_s)) if ref is not None and busy_s > 0 else busy_s
+
     def link_time(self, nbytes: float) -> float:
         link = self.group.link
         if link is None or nbytes <= 0:
@@ -692,7 +698,7 @@ class KVHierarchy:
             energy += e
             tot = float(nr)  # the tier's load is its blocks read
             imb = float(np.maximum.reduce(load)) * t.n_bg / tot if tot > 0 else 1.0
-            tt = work * imb  # >= work >= any request's time: imb >= 1
+            tt = t.with_refresh(work * imb)  # >= work >= any request's time: imb >= 1
         else:
             if self.sparse:
                 cnt[1] += tab.shape[0] // 2
@@ -707,7 +713,7 @@ class KVHierarchy:
             mean = np.add.reduce(lw, axis=1) / t.n_bg
             mx = np.maximum.reduce(lw, axis=1)
             imb = np.divide(mx, mean, out=np.ones(t.sets), where=mean > 0)
-            tt = float((work * imb).max())  # >= any request's time: imb >= 1
+            tt = t.with_refresh(float((work * imb).max()))  # >= any request's: imb >= 1
         # partial results to HBM-PIM (PAMattention: none leave HBM-PIM itself) or per block
         # to the GPUs (without)
         x_s = 0.0
@@ -891,7 +897,7 @@ class KVHierarchy:
             tok0 = np.minimum((sel & (tb == 0)).sum(axis=1) * B, ctx) + fetched_tokens
             tab_t, tab_e = self._table(0, q_tokens, int(tok0.max()), False)
             per = tab_t[tok0]
-            t0 = GroupModel.balanced_time(per, first.sets)
+            t0 = first.with_refresh(GroupModel.balanced_time(per, first.sets))
             energy += float(tab_e[tok0].sum())
             tier_time[0] = t0
             # the fetch overlaps the compute: attention is the compute, and only the part of
@@ -998,7 +1004,7 @@ class KVHierarchy:
         g = tab.take(cnt.ravel(), axis=0, mode="wrap")
         work, energy = (self._ones[: 2 * R] @ g).tolist()
         imb = float(np.maximum.reduce(act_now)) * t.n_bg / nsel  # (only tier 0 holds blocks)
-        tt = work * imb
+        tt = t.with_refresh(work * imb)
         m = self.model
         L = m.n_layers
         x_s = 0.0  # (PAMattention: the partials stay on the first tier, HBM-PIM)

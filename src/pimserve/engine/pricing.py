@@ -26,7 +26,8 @@ from pimserve.hardware.cost import Cost
 from pimserve.hardware.gpu import allreduce_time_s
 from pimserve.hardware.group import GroupModel
 from pimserve.ops import BatchShape, iteration
-from pimserve.ops.kernels import CollectiveKernel, FCKernel
+from pimserve.ops.iteration import ATTENTION_OPS
+from pimserve.ops.kernels import AttnOp, CollectiveKernel, FCKernel
 from pimserve.policies.fc_placement import GPU, PIM, FCPlacement
 from pimserve.specs.model import ModelSpec
 
@@ -89,6 +90,9 @@ class IterationPricer:
         self._attn_tables = AttentionTables(built.model)
         self.attn_group = built.attention_group
         self._ways, self._sets = self.attn_group.attention_sets(self.model.n_kv_heads)
+        self._dataflow = self.attn_group.dataflow
+        self._once_ops = tuple(o for o in ATTENTION_OPS if o in self._dataflow.once_ops)
+        self._stream_ops = tuple(o for o in ATTENTION_OPS if o not in self._dataflow.once_ops)
         m = self.model
         self._qkv_bytes_per_token = (m.q_dim + 2 * m.kv_dim) * m.dtype_bytes
         self._out_bytes_per_token = m.q_dim * m.dtype_bytes
@@ -224,17 +228,27 @@ class IterationPricer:
         return t, nbytes * 8 * link.spec.energy_pj_per_bit * 1e-12 * 2 * (tp - 1) / tp
 
     # ---------------------------------------------------------------- attention
-    def attention_table(self, q_tokens: int, cmax: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-request (time, energy) of one layer's attention on one device set, by context."""
-        return self._attn_tables.get(self.attn_group, self._ways, q_tokens, cmax)
+    def attention_table(
+        self, q_tokens: int, cmax: int, ops: tuple[AttnOp, ...] = ATTENTION_OPS
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-request (time, energy) of one layer's attention ``ops`` per placement unit of the
+        attention group's dataflow (time without refresh; energy of all units), by context."""
+        return self._attn_tables.get(self.attn_group, self._ways, q_tokens, cmax, ops=ops)
 
     def decode_attention(self, q_tokens: int, context: np.ndarray) -> tuple[float, float]:
         """One layer's decode attention for requests with ``context`` KV tokens: (s, J)."""
         if context.size == 0:
             return 0.0, 0.0
-        t_tab, e_tab = self.attention_table(q_tokens, int(context.max()))
-        t = t_tab[context]
-        return GroupModel.balanced_time(t, self._sets), float(e_tab[context].sum())
+        cmax = int(context.max())
+        t_tab, e_tab = self.attention_table(q_tokens, cmax, self._stream_ops)
+        once_s, energy = 0.0, float(e_tab[context].sum())
+        if self._once_ops:
+            o_tab, oe_tab = self.attention_table(q_tokens, cmax, self._once_ops)
+            once_s = float(o_tab[context].max())
+            energy += float(oe_tab[context].sum())
+        g = self.attn_group
+        return self._dataflow.group_time_s(t_tab[context], once_s, self.model.n_kv_heads,
+                                           g.count), energy
 
     def prefill_attention(
         self, q: np.ndarray, context: np.ndarray

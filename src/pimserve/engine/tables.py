@@ -34,8 +34,10 @@ def layer_attention_kernels(
 
 
 class AttentionTables:
-    """Per-request (time s, energy J) of one layer's attention on one replica set of a device
-    group, indexed by context tokens; heads are split over ``ways`` devices."""
+    """Per-request (time s, energy J) of one layer's attention, indexed by context tokens: the
+    time of one placement unit of the group's dataflow (refresh excluded: the dataflow adds it
+    over the whole kernel), the energy of all of a request's units. ``ways`` is part of the key
+    (the heads_over_devices split the caller uses)."""
 
     def __init__(self, model: ModelSpec):
         self.model = model
@@ -61,10 +63,12 @@ class AttentionTables:
             q = np.full(size, q_tokens, dtype=np.int64)
             t = np.zeros(size)
             e = np.zeros(size)
+            df = group.dataflow
+            units = df.units_per_request(self.model.n_kv_heads, group.count)
             for k in layer_attention_kernels(self.model, q, ctx, head_dim, ops, read_run_tokens):
-                c = group.device.cost(k.split_heads(ways))
+                c = group.device.attention_unit(df.unit_kernel(k, group.count))
                 t += np.asarray(c.time_s, dtype=np.float64)
-                e += np.asarray(c.energy_j, dtype=np.float64) * ways
+                e += np.asarray(c.energy_j, dtype=np.float64) * units
             t[0] = e[0] = 0.0
             tab = (t, e)
             self._tables[key] = tab

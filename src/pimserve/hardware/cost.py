@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel, Ke
 from pimserve.registry import Registry
 
 Num = Any  # float or np.ndarray
+
+if TYPE_CHECKING:
+    from pimserve.hardware.dataflow import AttentionDataflow
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,19 @@ class CostModel(ABC):
     @abstractmethod
     def attention(self, k: AttentionKernel) -> Cost:
         """One attention kernel instance, per request (arrays), as if run alone on this device."""
+
+    def attention_unit(self, k: AttentionKernel) -> Cost:
+        """Per-request cost of one placement unit of ``k`` under this device's dataflow
+        (:mod:`pimserve.hardware.dataflow`), without the per-kernel refresh that
+        :meth:`AttentionDataflow.group_time_s` adds. Devices without refresh: :meth:`attention`."""
+        return self.attention(k)
+
+    @functools.cached_property
+    def dataflow(self) -> AttentionDataflow:
+        """How attention is laid out over a group of these devices."""
+        from pimserve.hardware.dataflow import dataflow_for
+
+        return dataflow_for(self)
 
     def collective(self, k: CollectiveKernel) -> Cost:
         raise NotImplementedError(f"{type(self).__name__} does not run collectives")

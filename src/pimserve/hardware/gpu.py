@@ -67,13 +67,36 @@ A calibration table (``calibration=`` or ``GPUSpec.calibration_csv``: CSV ``kern
 replaces the time of the shapes it lists (``kernel`` names an FC kernel or ``*`` for any);
 energy still comes from the traffic model, its static part from the measured time.
 
-**Attention** (vLLM-style FlashDecoding, one fused kernel): per request, ``score`` reads K and the
+**Attention**, as ``GPUSpec.attention_kernel`` says (``peak`` and ``bw`` below are the
+achievable rates, peak x efficiency; FLOP rate x 2/db as for FC):
+
+``split_kv`` (vLLM-style FlashDecoding, one fused kernel): per request, ``score`` reads K and the
 queries, ``context`` reads V and writes the outputs; softmax is fused (scores never reach HBM),
-so ``softmax`` costs only its FLOPs. ``time = max(flops / (peak x eff), bytes / (bw x eff))``
-per request, as if it ran alone; split-KV keeps every SM busy, so no SM-utilisation factor.
+so ``softmax`` costs only its FLOPs. ``time = max(flops / peak, bytes / bw)`` per request, as if
+it ran alone; split-KV keeps every SM busy, so no SM-utilisation factor.
+
+``head_per_sm`` (AttAcc's GPU attention, src/model.py + src/devices.py ``xPU``): the work unit
+is one (request, KV head) pair (with its ``n_heads / n_kv_heads`` query heads), run by one SM at
+``peak / S`` and ``bw / S`` (``S`` = ``n_sms``). Score, softmax and context are separate kernels
+and the scores go through HBM; per pair, with ``q`` query tokens, ``L`` context tokens, ``g``
+query heads, head dimension ``d`` and ``db`` bytes per element:
+``score`` reads Q and K and writes S: ``(g q d + L d + g q L) db``;
+``softmax`` reads S and writes P: ``2 g q L db``;
+``context`` reads P and V and writes O: ``(g q L + L d + g q d) db``;
+flops as the kernel counts them (``2 g q L d`` for score and context, ``5 g q L`` for softmax).
+A pair takes ``t = S max(flops / peak, bytes / bw)``. The ``N`` pairs of the batch run in
+``ceil(N / S)`` waves of ``S``, longest first (the packing with the least sum of wave maxima);
+a wave lasts as long as its longest pair and the kernel as long as its waves together. With one
+context length (AttAcc's case) this is AttAcc's ``X / (rate x util)`` with
+``util = N / (ceil(N / S) S)``: ``time = ceil(N / S) t``. It applies to prefill kernels too, as
+in AttAcc. The per-request arrays are the request's share of the batch's time, in proportion to
+its pairs' own time, so they sum to the kernel's time; unlike ``split_kv`` they depend on the
+other requests in the kernel (``GPUModel.attention_batch_coupled``); ``GPUModel.head_per_sm_pair``
+prices one pair alone, for a caller that forms the waves itself.
+
 Launch overhead is not in the per-request arrays (they are summed over requests); a caller that
-wants it adds ``kernel_launch_s`` once per batched kernel. Energy: bytes through HBM, L2 and L1
-once each, ``flops / 2`` MACs, static power x time.
+wants it adds ``kernel_launch_s`` once per batched kernel. Energy (both kinds): bytes through HBM,
+L2 and L1 once each, ``flops / 2`` MACs, static power x time.
 
 **All-reduce** (AttAcc's fit to measured A100 NVLink all-reduce): ``CollectiveKernel.bytes`` is
 the tensor each GPU holds (AttAcc's ``m n db``); with ``N`` participants and chunk
@@ -554,8 +577,18 @@ class GPUModel(CostModel):
         return traffic[rows, i], lm[g, i], ln[rows, i]
 
     # ---------------------------------------------------------------- attention
+    @property
+    def attention_batch_coupled(self) -> bool:
+        """True when a request's attention time depends on the other requests of the kernel
+        (``head_per_sm``: SM waves are shared), so per-request costs cannot be tabulated by
+        context alone; price the real batch and sum the per-request arrays instead."""
+        return self.spec.attention_kernel == "head_per_sm"
+
     def attention(self, k: AttentionKernel) -> Cost:
-        """One attention kernel, per request (arrays), FlashDecoding-style (module doc)."""
+        """One attention kernel, per request (arrays), by ``spec.attention_kernel``
+        (module doc): FlashDecoding split-KV, or AttAcc's one (request, KV head) per SM."""
+        if self.spec.attention_kernel == "head_per_sm":
+            return self._head_per_sm(k)
         flops = np.asarray(k.flops, dtype=np.float64)
         if k.op == "score":
             nbytes = k.kv_bytes + k.q_bytes
@@ -566,13 +599,53 @@ class GPUModel(CostModel):
         compute_s = flops / (self.flops_per_s * self._rate_factor(k.dtype_bytes))
         memory_s = nbytes / self.bytes_per_s
         time_s = np.maximum(compute_s, memory_s)
+        energy_j = self._attention_dynamic_j(flops, nbytes) + self._static_j(time_s)
+        return Cost(time_s, energy_j, compute_s, memory_s, np.zeros_like(time_s))
+
+    def _attention_dynamic_j(self, flops: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+        """Joules of moving ``nbytes`` through HBM, L2 and L1 once and ``flops / 2`` MACs."""
         e = self.spec.energy
         dyn_pj = (
             nbytes * (e.offchip_pj_per_byte + e.l2_pj_per_byte + e.l1_pj_per_byte)
             + flops / 2.0 * e.mac_pj
         )
-        energy_j = dyn_pj * 1e-12 + self._static_j(time_s)
-        return Cost(time_s, energy_j, compute_s, memory_s, np.zeros_like(time_s))
+        return dyn_pj * 1e-12
+
+    def head_per_sm_pair(self, k: AttentionKernel) -> Cost:
+        """Per request: ONE of its (request, KV head) pairs of ``k`` run alone on one SM at
+        ``1 / n_sms`` of the FLOP rate and bandwidth, with ``head_per_sm``'s unfused traffic
+        (module doc); energy is the pair's dynamic energy only (static power is charged on
+        the kernel's time by whoever combines the pairs into waves, see :func:`wave_time_s`)."""
+        n_sms, h = self.spec.n_sms, k.n_kv_heads
+        if k.op == "score":  # reads Q and K, writes the scores
+            nbytes = k.q_bytes + k.kv_bytes + k.score_bytes
+        elif k.op == "softmax":  # reads the scores, writes the probabilities
+            nbytes = 2.0 * k.score_bytes
+        else:  # context: reads the probabilities and V, writes the outputs
+            nbytes = k.score_bytes + k.kv_bytes + k.out_bytes
+        flops = np.asarray(k.flops, dtype=np.float64) / h
+        nbytes = np.asarray(nbytes, dtype=np.float64) / h
+        rate = self.flops_per_s * self._rate_factor(k.dtype_bytes)
+        compute_s = n_sms * flops / rate
+        memory_s = n_sms * nbytes / self.bytes_per_s
+        time_s = np.maximum(compute_s, memory_s)
+        return Cost(time_s, self._attention_dynamic_j(flops, nbytes), compute_s, memory_s,
+                    np.zeros_like(time_s))
+
+    def _head_per_sm(self, k: AttentionKernel) -> Cost:
+        """``head_per_sm``: the kernel's pairs in waves of ``n_sms`` (:func:`wave_time_s`);
+        each request's share of the wave time is in proportion to its pairs' own time, so the
+        shares sum to it; ``compute_s`` and ``memory_s`` are scaled alike (their larger equals
+        ``time_s``). Energy: all pairs' dynamic energy plus static power x the share."""
+        pair = self.head_per_sm_pair(k)
+        h = k.n_kv_heads
+        t = np.asarray(pair.time_s)
+        work = float(t.sum())
+        scale = wave_time_s(t, h, self.spec.n_sms) / work if work > 0 else 0.0
+        time_s = t * scale
+        energy_j = pair.energy_j * h + self._static_j(time_s)
+        return Cost(time_s, energy_j, pair.compute_s * scale, pair.memory_s * scale,
+                    np.zeros_like(time_s))
 
     # ---------------------------------------------------------------- all-reduce
     def collective(self, k: CollectiveKernel) -> Cost:
@@ -588,6 +661,24 @@ class GPUModel(CostModel):
                                   self.spec.allreduce_step_ns)
         energy_j = k.bytes * self.spec.energy.comm_pj_per_byte * 1e-12 + self._static_j(time_s)
         return Cost(time_s, energy_j, 0.0, 0.0, time_s)
+
+
+def wave_time_s(pair_s: np.ndarray, pairs_per_request: int, n_sms: int) -> float:
+    """Seconds to run every pair in waves of ``n_sms`` SMs, longest first.
+
+    Request ``i`` has ``pairs_per_request`` pairs of ``pair_s[i]`` seconds each; a wave lasts
+    as long as its longest pair, so the time is the sum of the wave maxima. Sorting longest
+    first is the packing with the least such sum. Computed per request, never per pair: the
+    first pair of wave ``j`` is sorted pair ``j n_sms``, of sorted request
+    ``j n_sms // pairs_per_request``.
+    """
+    t = np.asarray(pair_s, dtype=np.float64)
+    if t.size == 0:
+        return 0.0
+    h = int(pairs_per_request)
+    ts = np.sort(t)[::-1]
+    starts = np.arange(0, ts.size * h, int(n_sms), dtype=np.int64)
+    return float(ts[starts // h].sum())
 
 
 def allreduce_time_s(bytes_: float, participants: int, nvlink_gbps: float,
@@ -698,4 +789,5 @@ __all__ = [
     "TileCost",
     "allreduce_time_s",
     "load_calibration",
+    "wave_time_s",
 ]

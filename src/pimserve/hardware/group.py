@@ -6,11 +6,11 @@ A system deploys ``count`` devices per role. This module says how one kernel spr
   column split for GPUs; PAPI's one 2D block per HBM device for FC-PIM). Every device computes
   its block at the same time, so the group's time is one shard's time; energy is ``count``
   shards' energy.
-- Attention: KV heads are spread over the devices (AttAcc's head-wise mapping). With more
-  devices than KV heads, the remaining factor forms replica sets that hold different requests'
-  KV. Requests are balanced over the sets; the group's time is
+- Attention: laid out by the device's dataflow (:mod:`pimserve.hardware.dataflow`): AttAcc's
+  (request, KV head) pairs one per channel (``head_per_channel``), or KV heads over the devices
+  with requests balanced over replica sets (``heads_over_devices``: the group's time is
   ``max(total / sets, longest request)``, the bound that greedy longest-first assignment meets
-  within 4/3 and that is exact when many similar requests share the sets.
+  within 4/3 and that is exact when many similar requests share the sets).
 - Transfers over the group's link (activations in, results out) are priced by the link model,
   with ``count`` links in parallel.
 """
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pimserve.hardware.cost import Cost, CostModel, cost_model_for
+from pimserve.hardware.dataflow import AttentionDataflow, HeadsOverDevices
 from pimserve.hardware.link import LinkModel
 from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel
 from pimserve.specs.catalog import load_device, load_link
@@ -67,30 +68,43 @@ class GroupModel:
         )
 
     def attention_sets(self, n_kv_heads: int) -> tuple[int, int]:
-        """(head ways, replica sets) for a model with ``n_kv_heads`` KV heads on this group."""
-        ways = max(1, min(self.count, n_kv_heads))
-        return ways, max(1, self.count // ways)
+        """(head ways, replica sets) of the heads_over_devices dataflow on this group."""
+        return HeadsOverDevices.sets(n_kv_heads, self.count)
 
     @staticmethod
     def balanced_time(per_request_s: np.ndarray, sets: int) -> float:
         """Time of requests balanced over ``sets`` replica sets: max(total / sets, longest)."""
         return max(float(per_request_s.sum()) / sets, float(per_request_s.max()))
 
+    @property
+    def dataflow(self) -> AttentionDataflow:
+        """The attention dataflow of the group's device (:mod:`pimserve.hardware.dataflow`)."""
+        return self.device.dataflow
+
     def attention(self, k: AttentionKernel) -> Cost:
-        """One attention kernel (all requests) on the group: heads split, requests balanced."""
+        """One attention kernel (all requests) on the group, laid out by the device's dataflow
+        (placement units priced per request, combined into the busiest device's or channel's
+        time, refresh over the kernel's duration)."""
         if k.n_requests == 0:
             return Cost(0.0, 0.0)
-        ways, sets = self.attention_sets(k.n_kv_heads)
-        per = self.device.cost(k.split_heads(ways))
+        df = self.dataflow
+        ways = df.units_per_request(k.n_kv_heads, self.count)
+        per = self.device.attention_unit(df.unit_kernel(k, self.count))
         t = np.asarray(per.time_s, dtype=np.float64)
-        time_s = self.balanced_time(t, sets)
-        frac = time_s / t.sum() if t.sum() > 0 else 0.0
+        if k.op in df.once_ops:
+            time_s = df.group_time_s(np.zeros(0), float(t.max()), k.n_kv_heads, self.count)
+        else:
+            time_s = df.group_time_s(t, 0.0, k.n_kv_heads, self.count)
+        busy = float(t.max()) if k.op in df.once_ops else max(time_s, 1e-300)
+        frac = busy / t.sum() if t.sum() > 0 else 0.0
+        compute = float(np.sum(per.compute_s)) * frac
+        transfer = float(np.sum(per.transfer_s)) * frac
         return Cost(
             time_s,
             float(np.sum(per.energy_j)) * ways,
-            float(np.sum(per.compute_s)) * frac,
-            float(np.sum(per.memory_s)) * frac,
-            float(np.sum(per.transfer_s)) * frac,
+            compute,
+            max(0.0, time_s - compute - transfer),
+            transfer,
         )
 
     def collective(self, k: CollectiveKernel) -> Cost:

@@ -90,6 +90,7 @@ tokens exceed ``buffer_bytes``, overlap of I/O with MAC commands.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -122,7 +123,6 @@ class PIMModel(CostModel):
         d = spec.dram
         self.t_ck_s = d.t_ck_ns * 1e-9
         self.banks = d.banks
-        self.refresh_factor = 1.0 / (1.0 - d.t_rfc / d.t_refi)
         #: seconds of one all-bank MAC command slot (a burst read, no compute limit)
         self.t_read_s = spec.t_ccd_mac * self.t_ck_s
         #: seconds of one FPU operation: the command spacing unless the PU clock is slower
@@ -183,18 +183,49 @@ class PIMModel(CostModel):
         rows_b = full + (rem > 0)
         return full, rem, rows_b, bursts_b
 
-    def _rows_time_s(self, full: np.ndarray, rem: np.ndarray, t_burst_s: Any) -> np.ndarray:
-        """Seconds to stream the rows of one bank, refresh included."""
+    def row_period_s(self, bursts: Any, t_burst_s: Any) -> np.ndarray:
+        """Seconds one bank spends on a row from which it reads ``bursts`` bursts.
+
+        With one PU per bank (``banks_per_fpu == 1``) every row switch stalls the stream:
+        ACT, ``t_rcd`` to the first read, ``bursts - 1`` intervals, ``t_rtp`` from the last read
+        to PRE (not before ``t_ras`` after ACT) and ``t_rp``. When a PU takes turns over several
+        banks, the next bank's row opens while the current bank streams, so a row costs only its
+        bursts (the turn of a bank's row, ``columns x t_burst``, exceeds ``t_rp + t_rcd``).
+        """
         d = self.spec.dram
+        b = _arr(bursts)
+        if self.spec.banks_per_fpu > 1:
+            return b * t_burst_s
         t_ras = d.t_ras * self.t_ck_s
         t_act = self.t_act_cycles * self.t_ck_s
-        t_rp = d.t_rp * self.t_ck_s
+        last_read = t_act + np.maximum(b - 1, 0) * t_burst_s
+        return np.maximum(t_ras, last_read + d.t_rtp * self.t_ck_s) + d.t_rp * self.t_ck_s
 
-        def row(bursts: Any) -> np.ndarray:
-            return np.maximum(t_ras, t_act + bursts * t_burst_s) + t_rp
+    def _rows_time_s(self, full: np.ndarray, rem: np.ndarray, t_burst_s: Any) -> np.ndarray:
+        """Seconds to stream ``full`` whole rows and a last row of ``rem`` bursts of one bank
+        (refresh excluded: see :meth:`refresh_s`)."""
+        d = self.spec.dram
+        return full * self.row_period_s(d.columns, t_burst_s) + np.where(
+            rem > 0, self.row_period_s(rem, t_burst_s), 0.0
+        )
 
-        body = full * row(d.columns) + np.where(rem > 0, row(rem), 0.0)
-        return body * self.refresh_factor
+    def refresh_s(self, busy_s: Any) -> np.ndarray:
+        """Seconds that all-bank refresh adds to a kernel that keeps the device busy ``busy_s``.
+
+        The controller can postpone or pull in refreshes into the idle time around a kernel, but
+        not past ``t_refi``: a kernel lasting ``T`` (refresh included) holds ``floor(T / t_refi)``
+        refreshes, each closing the open rows, blocking for ``t_rfc`` and reopening them
+        (``t_rfc + t_rp + t_rcd``). Solved as a fixed point; kernels shorter than ``t_refi`` pay
+        none (as in a cycle-level run that starts at a refresh boundary).
+        """
+        d = self.spec.dram
+        t0 = _arr(busy_s)
+        refi = d.t_refi * self.t_ck_s
+        each = (d.t_rfc + d.t_rp + d.t_rcd) * self.t_ck_s
+        n = np.floor(t0 / refi)
+        for _ in range(4):  # converges in one or two rounds (each < t_refi)
+            n = np.floor((t0 + n * each) / refi)
+        return n * each
 
     def _body(
         self, weight_bytes: np.ndarray, m: np.ndarray, flops: np.ndarray, dtype_bytes: int
@@ -244,8 +275,10 @@ class PIMModel(CostModel):
         out_bytes: Any,
         partial_elems: Any,
         dtype_bytes: int,
+        refresh: bool = True,
     ) -> Cost:
-        """Streaming + transfer + energy of weight-like kernels (arrays over requests)."""
+        """Streaming + transfer + energy of weight-like kernels (arrays over requests), with
+        refresh over the kernel's own duration unless ``refresh`` is False."""
         w, m_, f = _arr(weight_bytes), _arr(m), _arr(flops)
         active = (m_ > 0) & (w > 0)
         body, memory_s, compute_s = self._body(w, np.maximum(m_, 1), f, dtype_bytes)
@@ -253,6 +286,10 @@ class PIMModel(CostModel):
         red_s, red_j = self._reduction(_arr(partial_elems), dtype_bytes)
         transfer_s = io_s + red_s
         time_s = body + transfer_s
+        if refresh:
+            ref = self.refresh_s(time_s)
+            memory_s = memory_s + ref
+            time_s = time_s + ref
 
         d, e = self.spec.dram, self.spec.energy
         _, _, rows_b, bursts_b = self.layout(w)
@@ -290,7 +327,35 @@ class PIMModel(CostModel):
         return Cost(*(float(v) for v in c.as_dict().values()))
 
     def attention(self, k: AttentionKernel) -> Cost:
-        """One attention kernel instance, per request (arrays), as if run alone on the device."""
+        """One attention kernel instance, per request (arrays), as if each request ran alone on
+        the device, laid out by the device's dataflow, refresh included."""
+        if self.spec.attention_dataflow != "head_per_channel":
+            return self._attention_banks(k, refresh=True)
+        # one request's KV heads over the channels, ceil(heads / channels) rounds of one head
+        unit = self.attention_unit(replace(k, n_kv_heads=1, n_heads=k.group_size))
+        rounds = math.ceil(k.n_kv_heads / self.spec.dram.channels)
+        per = 1.0 if k.op == "softmax" else float(rounds)
+        busy = unit.time_s * per
+        ref = self.refresh_s(busy)
+        return Cost(
+            time_s=busy + ref,
+            energy_j=unit.energy_j * k.n_kv_heads,
+            compute_s=unit.compute_s * per,
+            memory_s=unit.memory_s * per + ref,
+            transfer_s=unit.transfer_s * per,
+        )
+
+    def attention_unit(self, k: AttentionKernel) -> Cost:
+        """Per-request cost of one placement unit (see :mod:`pimserve.hardware.dataflow`),
+        refresh excluded: for ``head_per_channel`` one KV head on one channel."""
+        if self.spec.attention_dataflow != "head_per_channel":
+            return self._attention_banks(k, refresh=False)
+        if k.op == "softmax":
+            return self._softmax_channel(k)
+        return self._attention_channel(k)
+
+    def _attention_banks(self, k: AttentionKernel, refresh: bool) -> Cost:
+        """heads_over_devices: each request's KV interleaved over every bank of the device."""
         if k.op == "softmax":
             return self._softmax(k)
         q = _arr(k.q_tokens)
@@ -302,7 +367,113 @@ class PIMModel(CostModel):
         else:  # context
             partials = self._partials(m, k.head_dim, ctx, k.dtype_bytes) * k.n_kv_heads
             in_b, out_b = np.zeros_like(q), k.out_bytes
-        return self._price(k.kv_bytes, m, k.flops, in_b, out_b, partials, k.dtype_bytes)
+        return self._price(k.kv_bytes, m, k.flops, in_b, out_b, partials, k.dtype_bytes, refresh)
+
+    # ---- head_per_channel: one KV head of each request on one channel -------------------
+    @property
+    def channel_layout(self) -> tuple[int, int, int]:
+        """(PU data streams per channel, streams splitting the head dimension, streams
+        splitting the tokens) of the head_per_channel dataflow.
+
+        A PU reads one burst per MAC command from one of its ``banks_per_fpu`` banks (its
+        ``fpus_per_bank`` FPUs share that burst). The head dimension is split over the PUs of a
+        bank group, whose adder tree reduces their partial sums (AttAcc: the 4 banks of a bank
+        group); the tokens are split over the rest (AttAcc bank level: 2 pseudo-channels x 2
+        ranks x 4 bank groups = 16; bank-group level: 16; buffer die: the 2 pseudo-channels).
+        """
+        d = self.spec.dram
+        banks_ch = d.banks // d.channels
+        streams = max(1, banks_ch // self.spec.banks_per_fpu)
+        k_units = max(1, min(streams, d.banks_per_group // self.spec.banks_per_fpu))
+        return streams, k_units, max(1, streams // k_units)
+
+    def _channel_commands(self, k: AttentionKernel) -> tuple[np.ndarray, np.ndarray]:
+        """(MAC commands per PU stream, bursts per bank) for score or context of one KV head.
+
+        Score streams K (``k = head_dim`` over the bank group's PUs, the tokens over the rest);
+        context streams V (``n = head_dim`` over the same PUs, ``k`` = tokens over the rest):
+        both read ``ceil(context / token streams) x ceil(head_dim / (head streams x burst))``
+        bursts per stream."""
+        d = self.spec.dram
+        elems = max(1, d.burst_bytes // k.dtype_bytes)
+        _, k_units, tok_units = self.channel_layout
+        ctx = _arr(k.context)
+        cmds = np.ceil(ctx / tok_units) * math.ceil(k.head_dim / (k_units * elems))
+        return cmds, np.ceil(cmds / self.spec.banks_per_fpu)
+
+    def _attention_channel(self, k: AttentionKernel) -> Cost:
+        """Score or context of one KV head of each request on one channel (no refresh).
+
+        Time = the channel's MAC stream: per bank, rows of ``columns`` bursts, each row
+        priced by :meth:`row_period_s` at the PU's command interval (``t_ccd_mac``, or the PU's
+        ops when reuse ``m = q_tokens x group`` needs several per burst); the device's FLOP cap
+        applies to the channel's share. The bank-group reduction of partial sums (AttAcc's
+        MVSB) runs beside the MACs on its own data path: energy, no time.
+        """
+        s, d, e = self.spec, self.spec.dram, self.spec.energy
+        q = _arr(k.q_tokens)
+        m = np.maximum(q * k.group_size, 1)
+        elems = max(1, d.burst_bytes // k.dtype_bytes)
+        streams, k_units, _ = self.channel_layout
+        cmds, bursts_b = self._channel_commands(k)
+        ops = np.ceil(m * elems / (s.macs_per_fpu * s.fpus_per_bank))
+        t_cmd = ops * self.t_op_s
+        full = np.floor(bursts_b / d.columns)
+        rem = bursts_b - full * d.columns
+        bpf = s.banks_per_fpu
+        stream = self._rows_time_s(full, rem, bpf * t_cmd)
+        read = self._rows_time_s(full, rem, bpf * self.t_read_s)
+        if s.peak_tflops_cap > 0:
+            cap_ch = s.peak_tflops_cap * 1e12 / d.channels
+            stream = np.maximum(stream, k.flops / cap_ch)
+        stream = np.where(cmds > 0, stream, 0.0)
+        read = np.minimum(read, stream)
+        # energy: rows opened in every bank of the channel, bursts read, MACs, partial sums
+        banks_ch = d.banks // d.channels
+        rows_b = full + (rem > 0)
+        act_j = banks_ch * rows_b * d.row_bytes * 8 * e.act_pre_pj_per_bit * _PJ
+        cell_j = streams * cmds * d.burst_bytes * 8 * e.cell_pj_per_bit * _PJ
+        mac_j = k.flops / 2 * self.mac_energy_pj(k.dtype_bytes) * _PJ
+        n_out = _arr(k.context) if k.op == "score" else np.full_like(q, k.head_dim)
+        partials = np.where(k_units > 1, m * n_out * k_units, 0.0)
+        _, red_j = self._reduction(partials, k.dtype_bytes)
+        energy = act_j + cell_j + mac_j + red_j + s.static_power_w * stream
+        return Cost(
+            time_s=stream,
+            energy_j=np.where(cmds > 0, energy, 0.0),
+            compute_s=stream - read,
+            memory_s=read,
+            transfer_s=np.zeros_like(stream),
+        )
+
+    def _softmax_channel(self, k: AttentionKernel) -> Cost:
+        """Softmax of one KV head and the broadcasts around it on one channel (no refresh).
+
+        Besides the softmax itself (:meth:`_softmax`), the channel's data path carries the query
+        into the PU buffers (AttAcc's WRGB: ``m x head_dim`` elements) and the probabilities
+        back to the PUs that multiply them with V (MVGB: each token stream's slice, once per
+        pseudo-channel pair of streams), one burst per ``t_ccd_s``. AttAcc overlaps these with
+        another head's MACs except on the first and last head of a channel, so the dataflow
+        pays them once per kernel (``once_ops``)."""
+        d = self.spec.dram
+        sm = self._softmax(k)
+        q = _arr(k.q_tokens)
+        m = np.maximum(q * k.group_size, 1)
+        elems = max(1, d.burst_bytes // k.dtype_bytes)
+        _, _, tok_units = self.channel_layout
+        ctx = _arr(k.context)
+        q_bursts = np.ceil(m * k.head_dim / elems)
+        p_bursts = m * max(1, tok_units // d.pseudo_channels) * np.ceil(ctx / (tok_units * elems))
+        bus_s = (q_bursts + p_bursts) * d.t_ccd_s * self.t_ck_s
+        bus_s = np.where(ctx > 0, bus_s, 0.0)
+        j = (q_bursts + p_bursts) * d.burst_bytes * 8 * self.in_device_pj_per_bit * _PJ
+        return Cost(
+            time_s=sm.time_s + bus_s,
+            energy_j=sm.energy_j + j,
+            compute_s=sm.compute_s,
+            memory_s=sm.memory_s,
+            transfer_s=sm.transfer_s + bus_s,
+        )
 
     def _softmax(self, k: AttentionKernel) -> Cost:
         """Softmax over the score matrix on the buffer/logic die or on reduction units."""

@@ -63,6 +63,16 @@ class GPUSpec(DeviceBase):
         0.85, description="achievable fraction of peak bandwidth (AttAcc xPU model)"
     )
     kernel_launch_us: NonNeg = Field(0.0, description="fixed overhead per kernel, microseconds")
+    attention_kernel: Literal["split_kv", "head_per_sm"] = Field(
+        "split_kv",
+        description="how attention kernels use the SMs. 'split_kv': FlashDecoding-style, each "
+        "request's KV split over every SM, softmax fused (scores stay on chip); a request "
+        "costs max(flops / compute, bytes / bandwidth) as if alone. 'head_per_sm': AttAcc's "
+        "GPU attention (src/devices.py xPU, MATMUL/SOFTMAX layers with numOp = heads x batch "
+        "threadblocks; src/model.py): one (request, KV head) pair per SM, in waves of n_sms, "
+        "each SM at 1/n_sms of the bandwidth and FLOP rate; score, softmax and context are "
+        "separate kernels whose scores go through HBM. Both apply to prefill too",
+    )
     nvlink_gbps: Pos = Field(
         600,
         description="NVLink bandwidth per GPU, GB/s, both directions together (the datasheet "
@@ -118,6 +128,7 @@ class DRAMSpec(Spec):
     t_faw: PosInt = Field(description="four-activation window, cycles")
     t_refi: PosInt = Field(description="refresh interval, cycles")
     t_rfc: PosInt = Field(description="refresh cycle time, cycles")
+    t_rtp: PosInt = Field(description="last read (MAC) of a row to its precharge, cycles")
 
     @model_validator(mode="after")
     def _check(self) -> DRAMSpec:
@@ -204,6 +215,13 @@ class PIMSpec(DeviceBase):
         "all_bank",
         description="all_bank: one ACTAB opens a row in every bank (AttAcc); per_bank: each "
         "bank of a rank is activated separately, paced by t_rrd_s and t_faw",
+    )
+    attention_dataflow: Literal["head_per_channel", "heads_over_devices"] = Field(
+        description="where each (request, KV head) pair's K and V live and who computes on "
+        "them: head_per_channel = AttAcc's layout (pairs spread over the stacks, one pair per "
+        "channel at a time, its tokens over the channel's PUs); heads_over_devices = KV heads "
+        "over the stacks and each request's KV interleaved over every bank of a stack (PAM's "
+        "block-to-bank-group mapping); see docs/models.md"
     )
     energy: PIMEnergy = Field(default_factory=PIMEnergy)
     pu_op_energy_factor: NonNeg = Field(
