@@ -118,7 +118,7 @@ def test_impossible_slo_says_no_rate_meets():
 
 
 def test_explicit_bracket_is_used_and_rate_lo_failing_means_none():
-    res = slo_search("a100-attacc", MODEL, WL, 3.35, n_requests=100, batch=64,
+    res = slo_search("a100-attacc", MODEL, WL, 3.6, n_requests=100, batch=64,
                      rate_lo=4.0, rate_hi=32.0, tol=0.1)
     assert res.capacity_req_s is None  # no bracketing run when the bracket is given
     assert [p.rate_per_s for p in res.probes[:2]] == [4.0, 32.0]

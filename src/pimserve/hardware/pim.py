@@ -426,7 +426,8 @@ class PIMModel(CostModel):
         if s.peak_tflops_cap > 0:
             cap_ch = s.peak_tflops_cap * 1e12 / d.channels
             stream = np.maximum(stream, k.flops / cap_ch)
-        stream = np.where(cmds > 0, stream, 0.0)
+        active = (cmds > 0) & (q > 0)
+        stream = np.where(active, stream, 0.0)
         read = np.minimum(read, stream)
         # energy: rows opened in every bank of the channel, bursts read, MACs, partial sums
         banks_ch = d.banks // d.channels
@@ -440,7 +441,7 @@ class PIMModel(CostModel):
         energy = act_j + cell_j + mac_j + red_j + s.static_power_w * stream
         return Cost(
             time_s=stream,
-            energy_j=np.where(cmds > 0, energy, 0.0),
+            energy_j=np.where(active, energy, 0.0),
             compute_s=stream - read,
             memory_s=read,
             transfer_s=np.zeros_like(stream),
@@ -465,8 +466,10 @@ class PIMModel(CostModel):
         q_bursts = np.ceil(m * k.head_dim / elems)
         p_bursts = m * max(1, tok_units // d.pseudo_channels) * np.ceil(ctx / (tok_units * elems))
         bus_s = (q_bursts + p_bursts) * d.t_ccd_s * self.t_ck_s
-        bus_s = np.where(ctx > 0, bus_s, 0.0)
-        j = (q_bursts + p_bursts) * d.burst_bytes * 8 * self.in_device_pj_per_bit * _PJ
+        active = (ctx > 0) & (q > 0)
+        bus_s = np.where(active, bus_s, 0.0)
+        j = np.where(active, q_bursts + p_bursts, 0.0) * d.burst_bytes * 8
+        j = j * self.in_device_pj_per_bit * _PJ
         return Cost(
             time_s=sm.time_s + bus_s,
             energy_j=sm.energy_j + j,
@@ -506,6 +509,10 @@ class PIMRooflineModel(PIMModel):
     """Roofline variant: nominal internal bandwidth and PU compute, no row/refresh overheads."""
 
     method = "roofline"
+
+    def refresh_s(self, busy_s: Any) -> np.ndarray:
+        """The roofline has no refresh overhead."""
+        return np.zeros_like(_arr(busy_s))
 
     @property
     def internal_bw_bytes_per_s(self) -> float:
