@@ -35,7 +35,7 @@ def gpu(name: str, **update: object) -> GPUSpec:
     raise KeyError(name)
 
 
-A100A = gpu("a100-hbm3")
+A100A = gpu("a100-hbm3", attention_kernel="split_kv")  # the FlashDecoding-style model
 EFF_FLOPS = 312e12 * 0.8  # 249.6e12 FLOP/s
 EFF_BW = 3352e9 * 0.85  # 2849.2e9 B/s
 

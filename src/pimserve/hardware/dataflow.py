@@ -21,6 +21,7 @@ Two dataflows exist (``PIMSpec.attention_dataflow`` names one per device preset)
   Inside a device a request's KV is interleaved over every bank (PAM's block-to-bank-group
   mapping; the KV engine adds the bank-group imbalance of its actual block placement). Time:
   ``max(total / sets, longest request)``. GPUs and SSD-PIM use it too.
+- :class:`HeadPerSM` (GPUs with ``attention_kernel: head_per_sm``): one pair per SM in waves.
 - :class:`HeadPerChannel` (``head_per_channel``, AttAcc's trace generator): (request, KV head)
   pairs are spread evenly over the ``count x channels`` channels of the group; a channel works
   on one pair at a time with all its PUs (the pair's tokens over the channel's PUs) and idles
@@ -135,7 +136,32 @@ class HeadPerChannel(AttentionDataflow):
         return float(order[idx].sum())
 
 
+@DATAFLOWS.register("head_per_sm")
+class HeadPerSM(AttentionDataflow):
+    """GPUs with ``attention_kernel: head_per_sm`` (AttAcc's GPU model): KV heads split over
+    the GPUs as heads_over_devices, and on each GPU one (request, KV head) pair per SM, in
+    waves of ``n_sms`` pairs; a wave lasts as long as its longest pair."""
+
+    name = "head_per_sm"
+
+    def unit_kernel(self, k: AttentionKernel, count: int) -> AttentionKernel:
+        return replace(k, n_kv_heads=1, n_heads=k.group_size)
+
+    def units_per_request(self, n_kv_heads: int, count: int) -> int:
+        return n_kv_heads
+
+    def _busy_s(self, unit_s: np.ndarray, n_kv_heads: int, count: int) -> float:
+        from pimserve.hardware.gpu import wave_time_s
+
+        ways, sets = HeadsOverDevices.sets(n_kv_heads, count)
+        per_set = np.sort(unit_s)[::-1][::sets]  # requests dealt longest first over the sets
+        return wave_time_s(per_set, math.ceil(n_kv_heads / ways), self.device.spec.n_sms)
+
+
 def dataflow_for(device: CostModel) -> AttentionDataflow:
-    """The dataflow a device's spec names (``heads_over_devices`` for devices without one)."""
+    """The dataflow a device's spec names (``heads_over_devices`` for devices without one;
+    GPUs pricing attention ``head_per_sm`` get that dataflow)."""
+    if getattr(device.spec, "attention_kernel", None) == "head_per_sm":
+        return HeadPerSM(device)
     name = getattr(device.spec, "attention_dataflow", "heads_over_devices")
     return DATAFLOWS.get(name)(device)

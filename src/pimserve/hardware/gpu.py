@@ -584,6 +584,13 @@ class GPUModel(CostModel):
         context alone; price the real batch and sum the per-request arrays instead."""
         return self.spec.attention_kernel == "head_per_sm"
 
+    def attention_unit(self, k: AttentionKernel) -> Cost:
+        """One placement unit: with ``head_per_sm`` one (request, KV head) pair alone on an SM
+        (the dataflow packs the pairs into waves); otherwise :meth:`attention`."""
+        if self.spec.attention_kernel == "head_per_sm":
+            return self.head_per_sm_pair(k)
+        return self.attention(k)
+
     def attention(self, k: AttentionKernel) -> Cost:
         """One attention kernel, per request (arrays), by ``spec.attention_kernel``
         (module doc): FlashDecoding split-KV, or AttAcc's one (request, KV head) per SM."""

@@ -107,6 +107,29 @@ class GroupModel:
             transfer,
         )
 
+    def layer_attention(self, kernels: list[AttentionKernel]) -> Cost:
+        """One layer's attention (score, softmax, context of the same requests) on the group as
+        one kernel: per request the placement units' stream ops summed, the dataflow's
+        ``once_ops`` paid once (their longest), refresh over the whole: what the engine's
+        decode step prices (``Pricer.decode_attention``). Time in s, energy in J."""
+        df = self.dataflow
+        stream: np.ndarray | float = 0.0
+        once, energy = 0.0, 0.0
+        n_kv = kernels[0].n_kv_heads if kernels else 1
+        for k in kernels:
+            if k.n_requests == 0:
+                continue
+            c = self.device.attention_unit(df.unit_kernel(k, self.count))
+            t = np.asarray(c.time_s, dtype=np.float64)
+            energy += float(np.sum(c.energy_j)) * df.units_per_request(k.n_kv_heads, self.count)
+            if k.op in df.once_ops:
+                once = max(once, float(t.max()))
+            else:
+                stream = stream + t
+        if np.ndim(stream) == 0:
+            return Cost(0.0, energy)
+        return Cost(df.group_time_s(stream, once, n_kv, self.count), energy)
+
     def collective(self, k: CollectiveKernel) -> Cost:
         return self.device.cost(k)
 
