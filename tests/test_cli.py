@@ -86,6 +86,7 @@ def test_run_default_says_what_it_ran_and_json_has_every_metric():
     for key in ("ttft_ms", "tpot_ms", "latency_s"):
         assert set(d[key]) == {"mean", "p50", "p99"}
     assert set(d["time_breakdown_s"]) == {"fc_gpu", "fc_pim", "attention", "communication",
+                                          "norms",
                                           "other"}
     assert (d["system"], d["model"], d["workload"]) == ("papi", "llama-65b", "dolly-creative")
     assert d["requests_completed"] == 16

@@ -112,7 +112,7 @@ def test_papi_trace_is_valid_with_gpu_fc_pim_attention_and_link_tracks(papi_run)
     link = next(n for n in tracks if "attention" in n and n.startswith("Link"))
     ar = next(n for n in tracks if "all-reduce" in n)
     # iteration 0 is the batch's prefill (on the GPUs, KV written to Attn-PIM); then decode at
-    # RLP 16 (below alpha 52): FC on FC-PIM, attention on Attn-PIM
+    # RLP 16 (below alpha 48): FC on FC-PIM, attention on Attn-PIM
     assert {"qkv", "o_proj", "ffn", "lm_head", "prefill-attention"} <= tracks[gpu]
     assert {"qkv", "o_proj", "ffn", "lm_head"} <= tracks[fc_pim]
     assert tracks[attn] == {"attention"}

@@ -83,10 +83,11 @@ class RunConfig(Spec):
     migration: Literal["interface", "cpu"] | None = Field(
         None, description="override the KV migration path"
     )
-    long_context: Literal["reject", "truncate"] = Field(
+    long_context: Literal["reject", "truncate", "allow"] = Field(
         "reject",
-        description="requests longer than the model's context: reject (counted) or truncate "
-        "the prompt (counted)",
+        description="requests longer than the model's context: reject (counted), truncate "
+        "the prompt (counted), or allow: run them beyond the trained context as given (counted "
+        "in the warnings; e.g. AttAcc's Lin 2048 + Lout 128 on LLaMA-65B)",
     )
     moe_router: Literal["uniform", "skewed"] = Field("uniform", description="MoE routing model")
     moe_skew: float = Field(1.0, ge=0, description="Zipf exponent of expert popularity (skewed)")

@@ -63,6 +63,7 @@ class StepCost:
     attention_s: float = 0.0
     communication_s: float = 0.0
     other_s: float = 0.0
+    norms_s: float = 0.0  # layer norms, residual adds and the FFN activation
     fc_gpu_flops: float = 0.0
     fc_flops: float = 0.0
     # energy by the same parts as the time (they add up to energy_j), J
@@ -71,6 +72,7 @@ class StepCost:
     attention_j: float = 0.0
     communication_j: float = 0.0
     other_j: float = 0.0
+    norms_j: float = 0.0
 
 
 class IterationPricer:
@@ -117,6 +119,81 @@ class IterationPricer:
             part = self._place([k for k in it.fc if k.name != "lm_head"], prefill, layer=True)
             self._fc[key] = part
         return part
+
+    def _overlap(
+        self, fc: FCPart, attn_s: float, m_tokens: int, ovl: Any
+    ) -> tuple[float, float, float]:
+        """One decode layer under AttAcc's overlap: (GPU FC s, attention s, extra J).
+
+        Pipelining in ``S`` sub-batches hides the shorter of (QKV + output projection on the
+        GPUs, PIM attention) behind the longer except for one sub-batch's share: the layer pays
+        ``max + min / S``; the hidden part is taken from the shorter one's category. With
+        ``ffn_on_attention_pim`` the FFN runs on the GPUs and the attention group at once,
+        split by speed: ``1 / (1 / t_gpu + 1 / t_pim)``; the PIM's share adds its energy."""
+        proj = sum(k[3] for k in fc.kernels if k[1] == "attn_fc" and k[2] == GPU)
+        ffn = sum(k[3] for k in fc.kernels if k[1] != "attn_fc" and k[2] == GPU)
+        rest = fc.gpu_s - proj - ffn
+        extra_j = 0.0
+        if ovl.ffn_on_attention_pim and ffn > 0:
+            key = ("ovl_ffn", m_tokens)
+            pim = self._fc.get(key)
+            if pim is None:
+                ks = [k for k in self._layer_kernels(m_tokens) if k.group != "attn_fc"]
+                costs = [self.attn_group.fc(k) for k in ks]
+                pim = (sum(float(c.time_s) for c in costs), sum(float(c.energy_j) for c in costs))
+                self._fc[key] = pim
+            t_pim, e_pim = pim
+            if t_pim > 0:
+                both = 1.0 / (1.0 / ffn + 1.0 / t_pim)
+                share_pim = both / t_pim  # fraction of the FFN the PIM devices compute
+                gpu_share = 1.0 - share_pim
+                extra_j = e_pim * share_pim - fc.gpu_j * (ffn / fc.gpu_s) * (1 - gpu_share)
+                ffn = both
+        s = max(1, ovl.subbatches)
+        hidden = min(proj, attn_s) * (1.0 - 1.0 / s)
+        if proj <= attn_s:
+            proj -= hidden
+        else:
+            attn_s -= hidden
+        return rest + proj + ffn, attn_s, extra_j
+
+    def _layer_kernels(self, m_tokens: int) -> list[FCKernel]:
+        """One decoder layer's FC kernels for ``m_tokens`` tokens (no LM head)."""
+        it = iteration(self.model, BatchShape(np.array([m_tokens]), np.array([m_tokens])),
+                       tp=1, lm_head=False)
+        return [k for k in it.fc if k.name != "lm_head"]
+
+    def norms_and_activation(self, m_tokens: int) -> tuple[float, float]:
+        """One layer's two layer norms (each with its residual add) and FFN activation for
+        ``m_tokens`` tokens: (s, J) (memoised). A norm reads the hidden state and the residual
+        and writes the sum (3 x m x hidden), replicated on every tensor-parallel GPU; the
+        activation reads gate and up and writes their product, a 1/TP slice each. On GPUs each
+        kernel pays its measured fixed time (:meth:`GPUModel.elementwise`); systems without
+        GPUs run them on the devices that run the FC kernels, split over them, at their I/O
+        bandwidth (:meth:`PIMModel.elementwise`)."""
+        key = ("norm_act", m_tokens)
+        hit = self._fc.get(key)
+        if hit is not None:
+            return hit
+        m = self.model
+        tp = max(1, self.built.spec.tensor_parallel)
+        db = m.dtype_bytes
+        ffn = m.ffn_size * max(1, m.experts_per_token)
+        norm_b = 3.0 * m_tokens * m.hidden_size * db
+        act_b = 3.0 * m_tokens * ffn / tp * db
+        g = self.built.gpu
+        if g is None:  # no GPUs: on the devices that run the FC kernels, near their memory
+            g = next(iter(self.built.fc_groups.values()), None) or self.attn_group
+            act_b = 3.0 * m_tokens * ffn * db / g.count
+            norm_b = norm_b / g.count
+        out = (0.0, 0.0)
+        if hasattr(g.device, "elementwise"):
+            norm = g.device.elementwise("norm", norm_b)
+            act = g.device.elementwise("activation", act_b)
+            out = (2 * float(norm.time_s) + float(act.time_s),
+                   (2 * float(norm.energy_j) + float(act.energy_j)) * g.count)
+        self._fc[key] = out
+        return out
 
     def lm_head(self, m_tokens: int, prefill: bool) -> FCPart:
         """The LM head over ``m_tokens`` tokens that need logits (memoised)."""
@@ -334,30 +411,40 @@ class IterationPricer:
         other_s = other_j = 0.0
         if self.draft_model is not None and n_dec and tlp > 1:
             other_s, other_j = self._draft(n_dec, tlp)
-        sc.fc_gpu_s = L * fc.gpu_s + head.gpu_s
+        norm_s, norm_j = self.norms_and_activation(m_tok)
+        fc_gpu_layer_s, ovl_j = fc.gpu_s, 0.0
+        ovl = self.built.spec.policies.overlap
+        if ovl is not None and n_dec and not prefill and kv_step is None and self.built.gpu:
+            # AttAcc's overlap: FC on the GPUs beside PIM attention (OverlapSpec)
+            fc_gpu_layer_s, attn_s, ovl_j = self._overlap(fc, attn_s, m_tok, ovl)
+        sc.fc_gpu_s = L * fc_gpu_layer_s + head.gpu_s
         sc.fc_pim_s = L * fc.pim_s + head.pim_s
         sc.attention_s = L * attn_s
         sc.communication_s = L * comm_s + head.comm_s
         sc.other_s = other_s
+        sc.norms_s = L * norm_s
         if kv_step is not None:
             sc.communication_s += kv_step.communication_s + kv_write_s
-        sc.time_s = sc.fc_gpu_s + sc.fc_pim_s + sc.attention_s + sc.communication_s + other_s
+        sc.time_s = (sc.fc_gpu_s + sc.fc_pim_s + sc.attention_s + sc.communication_s + other_s
+                     + sc.norms_s)
         if kv_step is not None and kv_step.migration_s > sc.time_s:
             sc.communication_s += kv_step.migration_s - sc.time_s  # migration not hidden
             sc.time_s = kv_step.migration_s
-        sc.energy_j = L * (fc.energy_j + attn_j + comm_j) + head.energy_j + other_j
-        sc.fc_gpu_j = L * fc.gpu_j + head.gpu_j
+        sc.energy_j = (L * (fc.energy_j + attn_j + comm_j + norm_j + ovl_j) + head.energy_j
+                       + other_j)
+        sc.fc_gpu_j = L * (fc.gpu_j + ovl_j) + head.gpu_j
         sc.fc_pim_j = L * fc.pim_j + head.pim_j
         sc.attention_j = L * attn_j
         sc.communication_j = L * (fc.comm_j + comm_j) + head.comm_j
         sc.other_j = other_j
+        sc.norms_j = L * norm_j
         # PAPI's placement metric counts decode work: the decode tokens' share of the FC FLOPs
         dec_share = m_dec / m_tok
         sc.fc_gpu_flops = dec_share * (L * fc.gpu_flops + head.gpu_flops)
         sc.fc_flops = dec_share * (L * fc.flops + head.flops)
         if trace is not None:
             self._trace(trace, fc, head, dec_context, tlp, pre_q, dec_attn_s, pre_part,
-                        kv_step, other_s)
+                        kv_step, other_s, L * norm_s)
         return sc
 
     # ---------------------------------------------------------------- timeline
@@ -397,7 +484,7 @@ class IterationPricer:
     def _trace(
         self, trace: dict[str, Any], fc: FCPart, head: FCPart, dec_context: np.ndarray, tlp: int,
         pre_q: np.ndarray, dec_attn_s: float, pre_part: tuple[float, GroupModel] | None,
-        kv_step: KVStep | None, other_s: float,
+        kv_step: KVStep | None, other_s: float, norm_act_s: float = 0.0,
     ) -> None:
         """Write one iteration's schedule into ``trace`` as plain data, as :meth:`step` priced
         it (the parts it adds up run one after another; KV tiers and migration run alongside).
@@ -421,7 +508,14 @@ class IterationPricer:
         after = tuple(k for k in fc.kernels if k[0] != "qkv")
         # ---- one decoder layer
         pp = self.built.spec.pipeline_parallel
-        t = self._fc_slices(before, 0.0, layer, pp)
+        t = 0.0
+        g0 = self.attn_group
+        if norm_act_s > 0:  # the layer's norms, residual adds and activation, drawn as one
+            on = self.built.gpu or next(iter(self.built.fc_groups.values()), None) or g0
+            layer.append([self.track_of(on), "norms+activation", 0.0, norm_act_s / L,
+                          {"kernels": 3}])
+            t = norm_act_s / L
+        t = self._fc_slices(before, t, layer, pp)
         g = self.attn_group
         link_track = "link:attn"
         x_in = x_out = 0.0

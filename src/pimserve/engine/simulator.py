@@ -131,7 +131,14 @@ class Simulator:
         # requests that can never run are rejected and reported, never dropped silently
         too_long = prompt + out > model.max_context
         if too_long.any():
-            if cfg.long_context == "truncate":
+            if cfg.long_context == "allow":
+                longest = int((prompt + out)[too_long].max())
+                self.warnings.append(
+                    f"{int(too_long.sum())} requests run beyond the model's trained context of "
+                    f"{model.max_context} tokens (long_context=allow; longest {longest} tokens): "
+                    "their cost is priced, their quality is not"
+                )
+            elif cfg.long_context == "truncate":
                 new_prompt = model.max_context - out
                 bad = too_long & (new_prompt < 1)
                 fix = too_long & ~bad
@@ -150,7 +157,8 @@ class Simulator:
                 reasons["exceeds_context"] = int(too_long.sum())
                 self.warnings.append(
                     f"{int(too_long.sum())} requests rejected: prompt + output exceed the "
-                    f"model's context of {model.max_context} tokens (use long_context=truncate)"
+                    f"model's context of {model.max_context} tokens (use long_context=truncate, or "
+                    "allow to run them beyond it)"
                 )
         need_blocks = self._blocks(prompt + out)
         no_fit = (status == PENDING) & (need_blocks > self.kv_blocks_total)
@@ -335,6 +343,7 @@ class Simulator:
             acc.attention_s += cost.attention_s
             acc.communication_s += cost.communication_s
             acc.other_s += cost.other_s
+            acc.norms_s += cost.norms_s
             acc.fc_gpu_flops += cost.fc_gpu_flops
             acc.fc_flops += cost.fc_flops
             acc.fc_gpu_j += cost.fc_gpu_j
@@ -342,6 +351,7 @@ class Simulator:
             acc.attention_j += cost.attention_j
             acc.communication_j += cost.communication_j
             acc.other_j += cost.other_j
+            acc.norms_j += cost.norms_j
             rlp_sum += dec.size
             decode_only = pre.size == 0
             if decode_only:
@@ -523,6 +533,7 @@ class Simulator:
             "fc_pim": acc.fc_pim_s,
             "attention": acc.attention_s,
             "communication": acc.communication_s,
+            "norms": acc.norms_s,
             "other": acc.other_s,
         }
         energy = {
@@ -530,6 +541,7 @@ class Simulator:
             "fc_pim": acc.fc_pim_j,
             "attention": acc.attention_j,
             "communication": acc.communication_j,
+            "norms": acc.norms_j,
             "other": acc.other_j,
         }
         cfg = self.cfg.model_dump()

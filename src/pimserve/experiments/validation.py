@@ -35,6 +35,8 @@ from pimserve.hardware.group import GroupModel
 from pimserve.ops.kernels import AttentionKernel
 from pimserve.specs.catalog import load_device, load_model
 from pimserve.specs.model import ModelSpec
+from pimserve.specs.system import SystemSpec
+from pimserve.workload.request import Requests
 
 PIM_FILE = "pim_attention_per_layer_per_stack.csv"
 E2E_FILE = "end_to_end_llama65b.csv"
@@ -52,6 +54,7 @@ ATTACC_STACKS = 40  # 8 AttAcc boxes x 5 HBM3-PIM stacks
 ATTACC_GPUS = 8  # 8 A100, tensor parallel 8
 ATTACC_GPU = "a100-hbm3"  # AttAcc's A100a
 ATTACC_MODEL = "llama-65b"
+ATTACC_SUBBATCHES = 8  # AttAcc src/system.py _pipeline: minimum_ratio = 1 / (heads / GPUs)
 
 
 @dataclass
@@ -183,7 +186,75 @@ def gpu_attention_points(rows: list[dict[str, str]], model: ModelSpec) -> list[P
     return pts
 
 
-def validate_attacc(data_dir: str | Path) -> Validation:
+def attacc_system(device: str | None, overlap: bool = False) -> SystemSpec:
+    """AttAcc's reference system: 8 A100 (TP 8) and, with ``device``, 40 AttAcc stacks holding
+    the KV cache (FC on the GPUs, attention on the stacks); ``overlap``: AttAcc's
+    ``--pipeopt --ffopt`` (see ``OverlapSpec``)."""
+    groups: list[dict[str, object]] = [
+        {"role": "gpu", "device": ATTACC_GPU, "count": ATTACC_GPUS,
+         "holds": ["weights"] if device else ["weights", "kv"]}]
+    if device:
+        groups.append({"role": "attn", "device": device, "count": ATTACC_STACKS,
+                       "holds": ["kv"]})
+    policies: dict[str, object] = {"fc_placement": "static-gpu"}
+    if overlap:
+        policies["overlap"] = {"subbatches": ATTACC_SUBBATCHES,
+                               "ffn_on_attention_pim": True}
+    return SystemSpec.model_validate({
+        "name": f"attacc-reference-{device or 'gpu-only'}", "groups": groups,
+        "tensor_parallel": ATTACC_GPUS, "policies": policies,
+        "source": "AttAcc simulator main.py system (8 A100a, 8 x 5 HBM3-PIM)"})
+
+
+def end_to_end_points(rows: list[dict[str, str]], model: ModelSpec) -> list[Point]:
+    """Decode step time and decode throughput of AttAcc's main.py rows: a static batch of
+    ``bs`` requests of ``Lin`` prompt and ``Lout`` output tokens (beyond LLaMA-65B's context:
+    run with ``long_context=allow``), pimserve's mean decode iteration against ``g_time_ms``
+    and ``bs / step`` against ``decode_tokens_per_s``."""
+    from pimserve.api import simulate
+
+    pts: list[Point] = []
+    done: dict[tuple, tuple[float, float]] = {}
+    for i, r in enumerate(rows, start=2):
+        hw = _field(r, "hw", E2E_FILE, i)
+        pipe = _field(r, "pipe_level", E2E_FILE, i) == "True"
+        ffopt = _field(r, "is_parallel", E2E_FILE, i) == "True"
+        power = _field(r, "power_constraint", E2E_FILE, i) == "True"
+        lin = int(_field(r, "Lin", E2E_FILE, i))
+        lout = int(_field(r, "Lout", E2E_FILE, i))
+        bs = int(_field(r, "bs", E2E_FILE, i))
+        ref_ms = float(_field(r, "g_time_ms", E2E_FILE, i))
+        ref_tok = float(_field(r, "decode_tokens_per_s", E2E_FILE, i))
+        if hw == "NONE":
+            dev = None
+        elif (hw, power) in ATTACC_DEVICES:
+            dev = ATTACC_DEVICES[(hw, power)]
+        else:
+            raise ConfigurationError(f"{E2E_FILE}, line {i}: hw '{hw}' is not NONE, BA, BG, BUFFER")
+        if pipe != ffopt:
+            continue  # pimserve models AttAcc's two optimisations together only
+        key = (dev, pipe, lin, lout, bs)
+        if key not in done:
+            n = bs
+            req = Requests(id=np.arange(n), arrival_s=np.zeros(n),
+                           prompt_tokens=np.full(n, lin), output_tokens=np.full(n, lout),
+                           source="AttAcc end-to-end row")
+            res = simulate(attacc_system(dev, pipe), model, req, batch=bs, batching="static",
+                           long_context="allow")
+            steps = max(1, lout - 1)
+            step_s = res.decode_time_s / steps
+            done[key] = (step_s, bs / step_s)
+        step_s, tok_s = done[key]
+        kind = "GPU only" if dev is None else f"{hw}{' pl' if power else ''}"
+        mode = "with overlap" if pipe else "no overlap"
+        label = f"{kind} bs {bs} Lin {lin} Lout {lout}"
+        pts.append(Point(f"decode step ({mode})", label, ref_ms * 1e-3, step_s))
+        # throughput as a time per token so that the ratio reads the same way as the others
+        pts.append(Point(f"decode throughput ({mode})", label, 1.0 / ref_tok, 1.0 / tok_s))
+    return pts
+
+
+def validate_attacc(data_dir: str | Path, end_to_end: bool = True) -> Validation:
     """Every point of the AttAcc reference in ``data_dir`` that pimserve expresses."""
     folder = Path(data_dir)
     if not folder.is_dir():
@@ -193,5 +264,8 @@ def validate_attacc(data_dir: str | Path) -> Validation:
     model = load_model(ATTACC_MODEL)
     v = Validation()
     v.points += pim_attention_points(_read_csv(folder, PIM_FILE), model)
-    v.points += gpu_attention_points(_read_csv(folder, E2E_FILE), model)
+    e2e = _read_csv(folder, E2E_FILE)
+    v.points += gpu_attention_points(e2e, model)
+    if end_to_end:
+        v.points += end_to_end_points(e2e, model)
     return v

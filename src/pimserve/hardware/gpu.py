@@ -353,6 +353,21 @@ class GPUModel(CostModel):
     def _static_j(self, time_s: Any) -> Any:
         return self.spec.static_power_w * time_s
 
+    # ---------------------------------------------------------------- elementwise
+    def elementwise(self, kind: str, nbytes: float) -> Cost:
+        """One memory-bound elementwise kernel moving ``nbytes``: ``kind`` "norm" (a layer
+        norm with its residual add) or "activation" (the FFN activation and gate product).
+        Time = the kernel's fixed time (``norm_kernel_us`` / ``activation_kernel_us``) + bytes at
+        the effective bandwidth; energy = the bytes' off-chip energy + static power."""
+        fixed_us = (self.spec.norm_kernel_us if kind == "norm"
+                    else self.spec.activation_kernel_us)
+        if nbytes <= 0:
+            return Cost(0.0, 0.0)
+        memory_s = nbytes / (self.spec.hbm_bw_gbps * 1e9 * self.spec.memory_efficiency)
+        time_s = fixed_us * 1e-6 + memory_s
+        dyn_j = nbytes * self.spec.energy.offchip_pj_per_byte * 1e-12
+        return Cost(time_s, dyn_j + self._static_j(time_s), 0.0, time_s, 0.0)
+
     # ---------------------------------------------------------------- FC
     def fc(self, k: FCKernel) -> Cost:
         """One FC kernel instance: the tiled (or roofline) formula, or its calibrated time."""

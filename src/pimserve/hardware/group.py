@@ -29,6 +29,9 @@ from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel
 from pimserve.specs.catalog import load_device, load_link
 from pimserve.specs.system import DeviceGroup
 
+#: FC kernels a tensor-parallel GPU group splits along ``k`` (Megatron-LM row-parallel layers)
+ROW_PARALLEL = frozenset({"o_proj", "ffn_down", "expert_down"})
+
 
 @dataclass
 class GroupModel:
@@ -56,9 +59,16 @@ class GroupModel:
         return self.count * self.device.capacity_bytes
 
     def fc(self, k: FCKernel) -> Cost:
-        """One FC kernel instance split over the group's devices (time of one shard)."""
+        """One FC kernel instance split over the group's devices (time of one shard).
+
+        GPUs split as Megatron-LM's tensor parallelism (Shoeybi et al. 2019, section 3): the
+        output projection and the FFN down projection are row-parallel (split along the
+        reduction dimension ``k``, their partial outputs summed by the all-reduce that follows),
+        the other FC kernels column-parallel (along ``n``). PIM groups take one 2D block per
+        device along ``n`` (PAPI section 4)."""
         ways = self.fc_ways or self.count
-        shard = self.device.cost(k.split(ways, axis="n"))
+        axis = "k" if self.role == "gpu" and k.name in ROW_PARALLEL else "n"
+        shard = self.device.cost(k.split(ways, axis=axis))
         return Cost(
             shard.time_s,
             shard.energy_j * ways,

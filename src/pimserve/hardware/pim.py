@@ -313,6 +313,16 @@ class PIMModel(CostModel):
     # ----------------------------------------------------------------------------------------
     # kernels
     # ----------------------------------------------------------------------------------------
+    def elementwise(self, kind: str, nbytes: float) -> Cost:
+        """A memory-bound elementwise kernel (``kind`` "norm" or "activation") run by the
+        device's buffer-die / DIMM-buffer logic on ``nbytes``: the bytes cross the device's
+        internal path to that logic once, at its I/O bandwidth; no launch overhead."""
+        if nbytes <= 0:
+            return Cost(0.0, 0.0)
+        t = nbytes / self.io_bytes_per_s
+        j = nbytes * 8 * self.in_device_pj_per_bit * _PJ + self.spec.static_power_w * t
+        return Cost(t, j, 0.0, 0.0, t)
+
     def fc(self, k: FCKernel) -> Cost:
         """One FC kernel instance (all banks of the device work on it)."""
         c = self._price(

@@ -49,6 +49,7 @@ PARTS = {
     "fc_pim": ("FC on FC-PIM", "#ff7f0e"),
     "attention": ("attention", "#2ca02c"),
     "communication": ("communication", "#d62728"),
+    "norms": ("layer norms and activation", "#8c564b"),
     "other": ("other (draft model)", "#9467bd"),
 }
 """Breakdown parts: label and colour."""

@@ -41,13 +41,16 @@ from pimserve.errors import ConfigurationError
 Detail = Literal["phases", "layers"]
 
 def _category(track: str, name: str) -> str:
-    """The slice's ``cat``: iteration, link, other (the draft model), attention or fc."""
+    """The slice's ``cat``: iteration, link, other (the draft model), norms (layer norms and
+    activation), attention or fc."""
     if track == "iteration":
         return "iteration"
     if track.startswith("link:"):
         return "link"
     if name == "draft":
         return "other"
+    if name == "norms+activation":
+        return "norms"
     return "attention" if "attention" in name else "fc"
 
 

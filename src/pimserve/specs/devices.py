@@ -63,6 +63,16 @@ class GPUSpec(DeviceBase):
         0.85, description="achievable fraction of peak bandwidth (AttAcc xPU model)"
     )
     kernel_launch_us: NonNeg = Field(0.0, description="fixed overhead per kernel, microseconds")
+    norm_kernel_us: NonNeg = Field(
+        0.0,
+        description="fixed time of one layer-norm kernel (with its residual add), microseconds; "
+        "its bytes stream at the effective bandwidth on top",
+    )
+    activation_kernel_us: NonNeg = Field(
+        0.0,
+        description="fixed time of one FFN activation kernel (SiLU/GELU and the gate product), "
+        "microseconds; its bytes stream at the effective bandwidth on top",
+    )
     attention_kernel: Literal["split_kv", "head_per_sm"] = Field(
         "split_kv",
         description="how attention kernels use the SMs. 'split_kv': FlashDecoding-style, each "

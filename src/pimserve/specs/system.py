@@ -43,6 +43,25 @@ class DeviceGroup(Spec):
     source: str = ""
 
 
+class OverlapSpec(Spec):
+    """AttAcc's overlap of GPU FC work with PIM attention in decode (its ``--pipeopt`` and
+    ``--ffopt``; AttAcc ASPLOS'24 section 5.3). Off unless a system's source says it overlaps."""
+
+    subbatches: int = Field(
+        1,
+        ge=1,
+        description="sub-batches the decode batch is pipelined in: the GPUs' QKV and output "
+        "projections of one overlap the PIM attention of another, so a layer pays max(FC, "
+        "attention) + min(FC, attention) / subbatches (1 = no pipelining; AttAcc: heads per GPU)",
+    )
+    ffn_on_attention_pim: bool = Field(
+        False,
+        description="the FFN runs on the GPUs and the attention PIM devices at once, split in "
+        "proportion to their speed at this batch: 1 / (1 / t_gpu + 1 / t_pim), each priced by "
+        "its own FC model (AttAcc's feed-forward parallelism; weights assumed in both)",
+    )
+
+
 class PolicySpec(Spec):
     """The policies a system runs; names are looked up in the policy registries."""
 
@@ -53,6 +72,9 @@ class PolicySpec(Spec):
     alpha_source: str = Field("", description="how alpha was found")
     kv: KVPolicySpec = Field(
         default_factory=KVPolicySpec, description="KV placement across tiers (PAM)"
+    )
+    overlap: OverlapSpec | None = Field(
+        None, description="overlap of GPU FC with PIM attention in decode (AttAcc); None = none"
     )
 
 
