@@ -285,3 +285,23 @@ class TestPAMWorkloads:
         assert wd.min() >= 1500 and wd.max() <= 8000
         out, prompt = ctx["write-doc"].output_tokens, ctx["write-doc"].prompt_tokens
         assert out.min() >= 1500 - 1024 and np.mean(out > prompt) > 0.99  # short prompt
+
+
+def test_gap_closer_solves_the_power_law_for_the_nearest_parameter():
+    """A headline 2.0 against the paper's 4.0; parameter A moves it as factor^1 (needs 2x),
+    B as factor^-2 (needs 2^-0.5 = 0.707x), C not at all: B is the one shown, at 0.707x."""
+    from pimserve.experiments.reproduce.common import Headline, Parameter, gap_closers
+
+    h = Headline("speed-up", paper=4.0, value=2.0, source="Fig. 1")
+    sens = []
+    for name, b in (("A", 1.0), ("B", -2.0), ("C", 0.0)):
+        for f in (0.75, 1.25):
+            sens.append({"param": name, "factor": f, "headline": "speed-up", "base": 2.0,
+                         "value": 2.0 * f**b})
+    params = [Parameter(n, f"{n} now", "", lambda p, f: p) for n in "ABC"]
+    (c,) = gap_closers([h], sens, params)
+    assert c["param"] == "B" and c["value"] == "B now"
+    assert c["factor"] == pytest.approx(2 ** -0.5)
+    assert c["interpolated"] is False  # 0.707 lies outside the +-25% runs: extrapolated
+    ok = Headline("speed-up", paper=2.0, value=2.0, source="Fig. 1")
+    assert gap_closers([ok], sens, params) == []  # within tolerance: nothing to close

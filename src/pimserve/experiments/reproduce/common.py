@@ -497,6 +497,43 @@ def _sensitivity_table(repro: Reproduction, params: list[Parameter],
     return table
 
 
+def gap_closers(headlines: Sequence[Headline], sensitivity: Sequence[dict[str, Any]],
+                params: Sequence[Parameter]) -> list[dict[str, Any]]:
+    """For each headline outside its tolerance: the open parameter, and the factor on it,
+    that would bring the headline to the paper's value, solved from the sensitivity runs.
+
+    The headline is taken as ``base x factor^b`` (a power law through the base and its values
+    at 0.75x and 1.25x, least squares in log-log); the factor solves ``base x f^b = paper``.
+    Among the parameters that move the headline, the one needing the factor closest to 1 is
+    kept. Headlines no parameter moves are left out."""
+    values = {p.name: p.value for p in params}
+    out = []
+    for h in headlines:
+        if h.within or not (math.isfinite(h.value) and math.isfinite(h.paper)) or h.paper <= 0:
+            continue
+        best: dict[str, Any] | None = None
+        for pname in values:
+            pts = [(s["factor"], s["value"]) for s in sensitivity
+                   if s["headline"] == h.name and s["param"] == pname and s["value"] > 0]
+            base = [s["base"] for s in sensitivity
+                    if s["headline"] == h.name and s["param"] == pname]
+            if not pts or not base or base[0] <= 0:
+                continue
+            xs = np.log([1.0] + [f for f, _ in pts])
+            ys = np.log([base[0]] + [v for _, v in pts])
+            b = float(np.polyfit(xs, ys, 1)[0]) if len(xs) > 1 else 0.0
+            if abs(b) < 1e-6:
+                continue
+            # solved against the full grid's headline, scaled by the subset's response
+            f = math.exp(math.log(h.paper / h.value) / b)
+            if best is None or abs(math.log(f)) < abs(math.log(best["factor"])):
+                best = {"headline": h.name, "param": pname, "value": values[pname],
+                        "factor": f, "exponent": b, "interpolated": 0.75 <= f <= 1.25}
+        if best is not None:
+            out.append(best)
+    return out
+
+
 def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     cols: list[str] = []
     for r in rows:
@@ -518,7 +555,9 @@ def _write(repro: Reproduction, res: ReproductionResult, params: list[Parameter]
             "python": platform.python_version(), "cpus": os.cpu_count()}
     payload = {"meta": meta, "headlines": [h.to_dict() for h in res.headlines],
                "parameters": [{"name": p.name, "value": p.value, "why": p.why} for p in params],
-               "sensitivity": res.sensitivity, "rows": res.rows}
+               "sensitivity": res.sensitivity,
+               "gap_closers": gap_closers(res.headlines, res.sensitivity, params),
+               "rows": res.rows}
     (out / "results.json").write_text(json.dumps(to_jsonable(payload), indent=1))
     (out / "report.md").write_text(render_report(repro, res, params))
 
@@ -582,6 +621,19 @@ def render_report(repro: Reproduction, res: ReproductionResult,
                 lo, hi = d.get(0.75), d.get(1.25)
                 cells.append(" / ".join("n/a" if v is None else f"{v:+.1f}" for v in (lo, hi)))
             lines.append(f"| {hname} | {_num(base[hname])} | " + " | ".join(cells) + " |")
+    closers = gap_closers(res.headlines, res.sensitivity, params)
+    if closers:
+        lines += ["", "## The one parameter value that would close each gap", "",
+                  "For every headline outside its tolerance and every open parameter, the "
+                  "factor on the parameter at which the headline would equal the paper's, "
+                  "solved from the sensitivity runs (a power law through the base and its "
+                  "+-25% values; beyond that range it is an extrapolation). The parameter "
+                  "needing the smallest change is shown.", "",
+                  "| headline | parameter | value now | factor that closes the gap | "
+                  "within +-25% |", "|---|---|---|---:|:---:|"]
+        for c in closers:
+            lines.append(f"| {c['headline']} | {c['param']} | {c['value']} | "
+                         f"{_num(c['factor'])}x | {'yes' if c['interpolated'] else 'no'} |")
     if repro.notes:
         lines += ["", "## What this reproduction fixes or leaves out", ""]
         lines += [f"- {n}" for n in repro.notes]
