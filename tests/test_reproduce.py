@@ -305,3 +305,37 @@ def test_gap_closer_solves_the_power_law_for_the_nearest_parameter():
     assert c["interpolated"] is False  # 0.707 lies outside the +-25% runs: extrapolated
     ok = Headline("speed-up", paper=2.0, value=2.0, source="Fig. 1")
     assert gap_closers([ok], sens, params) == []  # within tolerance: nothing to close
+
+
+def test_with_device_swaps_only_that_device():
+    from pimserve.experiments.reproduce.common import with_device
+    from pimserve.specs.catalog import load_system
+
+    s = with_device("pam", "pam-hbm3-pim", "pam-hbm3-pim-per-die")
+    assert [g.device for g in s.groups if g.tier == "hbm"] == ["pam-hbm3-pim-per-die"]
+    assert [g.device for g in s.groups if g.tier != "hbm"] == [
+        g.device for g in load_system("pam").groups if g.tier != "hbm"]
+    assert with_device("papi", "pam-hbm3-pim", "pam-hbm3-pim-per-die") == "papi"  # untouched
+
+
+def test_pam_per_die_reading_is_a_variant_that_only_touches_hbm_pim_systems():
+    from pimserve.experiments.reproduce.common import Point
+    from pimserve.experiments.reproduce.pam import PAMReproduction
+
+    (v,) = PAMReproduction().variants()
+    on = Point({"system": "pam"}, "pam", "llama3-70b", "arxiv-sum")
+    off = Point({"system": "vllm-offload"}, "vllm-offload", "llama3-70b", "arxiv-sum")
+    assert v.apply(off) is off  # no HBM-PIM: not run again
+    moved = v.apply(on)
+    assert any(g.device == "pam-hbm3-pim-per-die" for g in moved.system.groups)
+
+
+def test_gap_closer_skips_headlines_at_zero_or_out_of_reach():
+    from pimserve.experiments.reproduce.common import Headline, Parameter, gap_closers
+
+    sens = [{"param": "A", "factor": f, "headline": "h", "base": 1.0, "value": 1.0 * f**1e-5}
+            for f in (0.75, 1.25)]
+    params = [Parameter("A", "a", "", lambda p, f: p)]
+    assert gap_closers([Headline("h", paper=3.0, value=0.0, source="")], sens, params) == []
+    # a parameter that barely moves it would need a factor of e^100000: not reported
+    assert gap_closers([Headline("h", paper=3.0, value=1.0, source="")], sens, params) == []

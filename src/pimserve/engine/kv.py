@@ -149,8 +149,8 @@ class Tier:
     def with_refresh(self, busy_s: float) -> float:
         """``busy_s`` of attention plus the refresh its devices hold over that duration (the
         attention tables price without refresh: :mod:`pimserve.hardware.dataflow`)."""
-        ref = getattr(self.group.device, "refresh_s", None)
-        return busy_s + float(ref(busy_s)) if ref is not None and busy_s > 0 else busy_s
+        ref = getattr(self.group.device, "refresh_scalar_s", None)
+        return busy_s + ref(float(busy_s)) if ref is not None and busy_s > 0 else busy_s
 
     def link_time(self, nbytes: float) -> float:
         link = self.group.link

@@ -128,6 +128,8 @@ class PIMModel(CostModel):
         #: seconds of one FPU operation: the command spacing unless the PU clock is slower
         self.t_op_s = max(self.t_read_s, 1.0 / (spec.pu_clock_mhz * 1e6))
         self.t_act_cycles = self._activation_cycles()
+        self._refi_s = d.t_refi * self.t_ck_s
+        self._refresh_each_s = (d.t_rfc + d.t_rp + d.t_rcd) * self.t_ck_s
         self.k_split_max = d.banks_per_group * d.chips_per_rank * d.ranks
         self.n_bank_groups = d.banks // d.banks_per_group
         #: reduction units in the whole device
@@ -218,14 +220,26 @@ class PIMModel(CostModel):
         (``t_rfc + t_rp + t_rcd``). Solved as a fixed point; kernels shorter than ``t_refi`` pay
         none (as in a cycle-level run that starts at a refresh boundary).
         """
-        d = self.spec.dram
+        if isinstance(busy_s, float):
+            return self.refresh_scalar_s(busy_s)  # type: ignore[return-value]
         t0 = _arr(busy_s)
-        refi = d.t_refi * self.t_ck_s
-        each = (d.t_rfc + d.t_rp + d.t_rcd) * self.t_ck_s
+        refi, each = self._refi_s, self._refresh_each_s
         n = np.floor(t0 / refi)
         for _ in range(4):  # converges in one or two rounds (each < t_refi)
             n = np.floor((t0 + n * each) / refi)
         return n * each
+
+    def refresh_scalar_s(self, busy_s: float) -> float:
+        """:meth:`refresh_s` of one duration, without numpy (the engine's per-step path)."""
+        refi, each = self._refi_s, self._refresh_each_s
+        if busy_s < refi:
+            return 0.0
+        n = math.floor(busy_s / refi)
+        while True:  # each refresh may push the kernel over another t_refi boundary
+            m = math.floor((busy_s + n * each) / refi)
+            if m == n:
+                return n * each
+            n = m
 
     def _body(
         self, weight_bytes: np.ndarray, m: np.ndarray, flops: np.ndarray, dtype_bytes: int
@@ -523,6 +537,10 @@ class PIMRooflineModel(PIMModel):
     def refresh_s(self, busy_s: Any) -> np.ndarray:
         """The roofline has no refresh overhead."""
         return np.zeros_like(_arr(busy_s))
+
+    def refresh_scalar_s(self, busy_s: float) -> float:
+        """The roofline has no refresh overhead."""
+        return 0.0
 
     @property
     def internal_bw_bytes_per_s(self) -> float:

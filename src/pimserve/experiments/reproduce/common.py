@@ -379,6 +379,36 @@ class Parameter:
     apply: Callable[[Point, float], Point]
 
 
+@dataclass
+class Variant:
+    """Another reading of something the paper states ambiguously, run beside the default.
+
+    Attributes:
+        name: e.g. "Table 1 compute per DRAM die".
+        value: the reading, as text ("12.8 TFLOPS per stack").
+        why: what the text says and why the default reading is kept.
+        apply: ``apply(point) -> point`` under this reading (unchanged points are returned
+            as they are and not run again).
+    """
+
+    name: str
+    value: str
+    why: str
+    apply: Callable[[Point], Point]
+
+
+def with_device(system: str | SystemSpec, old: str, new: str) -> SystemSpec | str:
+    """``system`` with every group of device ``old`` using device ``new`` instead (the system
+    itself, unchanged, when it has none)."""
+    from pimserve.specs.catalog import load_system
+
+    spec = load_system(system)
+    if not any(g.device == old for g in spec.groups):
+        return system
+    groups = [g.model_copy(update={"device": new}) if g.device == old else g for g in spec.groups]
+    return spec.model_copy(update={"groups": groups})
+
+
 class Reproduction:
     """A paper's evaluation: subclass and fill in the four methods."""
 
@@ -405,6 +435,11 @@ class Reproduction:
         +-25% (a subset of :meth:`points`, to keep the table affordable)."""
         return self.points(quick)
 
+    def variants(self) -> list[Variant]:
+        """Other readings of ambiguous statements, run on the sensitivity subset and shown
+        beside the default wherever a headline depends on them."""
+        return []
+
     def figures(self, rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         """Draw the PNG figures into ``out``; returns their paths."""
         return []
@@ -428,6 +463,7 @@ class ReproductionResult:
     figures: list[Path]
     out: Path
     wall_s: float
+    variants: list[dict[str, Any]] = field(default_factory=list)
 
 
 def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int | None = None,
@@ -451,11 +487,24 @@ def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int 
                 else:
                     reuse.append(None)
                     sens_points.append(repro_apply(p, pt, f))
-    all_rows = run_points([*points, *sens_base, *sens_points], jobs=jobs, progress=progress,
-                          description=f"reproduce {repro.name}")
+    variants = repro.variants() if sensitivity else []
+    var_points: list[Point] = []
+    var_reuse: list[int | None] = []
+    for v in variants:
+        for i, pt in enumerate(sens_base):
+            q = v.apply(pt)
+            if q is pt:
+                var_reuse.append(i)
+            else:
+                var_reuse.append(None)
+                var_points.append(q.with_labels(variant=v.name))
+    all_rows = run_points([*points, *sens_base, *sens_points, *var_points], jobs=jobs,
+                          progress=progress, description=f"reproduce {repro.name}")
     rows = all_rows[:len(points)]
     base_rows = all_rows[len(points):len(points) + len(sens_base)]
-    run_rows = iter(all_rows[len(points) + len(sens_base):])
+    n_fixed = len(points) + len(sens_base) + len(sens_points)
+    run_rows = iter(all_rows[len(points) + len(sens_base):n_fixed])
+    var_rows_it = iter(all_rows[n_fixed:])
     sens_rows = []
     for k, i in enumerate(reuse):
         if i is None:
@@ -467,9 +516,22 @@ def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int 
             sens_rows.append({**base_rows[i], "param": p.name, "factor": f})
     headlines = repro.headlines(rows)
     sens = _sensitivity_table(repro, params, base_rows, sens_rows, len(sens_base))
+    var_table: list[dict[str, Any]] = []
+    n = len(sens_base)
+    base_h = {h.name: h.value for h in repro.headlines(base_rows)} if variants else {}
+    for k, v in enumerate(variants):
+        chunk = [base_rows[i] if i is not None else next(var_rows_it)
+                 for i in var_reuse[k * n:(k + 1) * n]]
+        for h in repro.headlines(chunk):
+            b = base_h.get(h.name, math.nan)
+            if math.isfinite(b) and math.isfinite(h.value) and b != 0:
+                var_table.append({"variant": v.name, "reading": v.value, "headline": h.name,
+                                  "base": b, "value": h.value,
+                                  "change_pct": 100 * (h.value / b - 1)})
     figures = repro.figures(rows, out)
     wall = time.perf_counter() - t0
-    result = ReproductionResult(repro.name, quick, rows, headlines, sens, figures, out, wall)
+    result = ReproductionResult(repro.name, quick, rows, headlines, sens, figures, out, wall,
+                                var_table)
     _write(repro, result, params)
     return result
 
@@ -509,7 +571,8 @@ def gap_closers(headlines: Sequence[Headline], sensitivity: Sequence[dict[str, A
     values = {p.name: p.value for p in params}
     out = []
     for h in headlines:
-        if h.within or not (math.isfinite(h.value) and math.isfinite(h.paper)) or h.paper <= 0:
+        if (h.within or not (math.isfinite(h.value) and math.isfinite(h.paper))
+                or h.paper <= 0 or h.value <= 0):
             continue
         best: dict[str, Any] | None = None
         for pname in values:
@@ -525,7 +588,10 @@ def gap_closers(headlines: Sequence[Headline], sensitivity: Sequence[dict[str, A
             if abs(b) < 1e-6:
                 continue
             # solved against the full grid's headline, scaled by the subset's response
-            f = math.exp(math.log(h.paper / h.value) / b)
+            lf = math.log(h.paper / h.value) / b
+            if abs(lf) > 50:  # beyond any physical range (and float overflow)
+                continue
+            f = math.exp(lf)
             if best is None or abs(math.log(f)) < abs(math.log(best["factor"])):
                 best = {"headline": h.name, "param": pname, "value": values[pname],
                         "factor": f, "exponent": b, "interpolated": 0.75 <= f <= 1.25}
@@ -557,6 +623,7 @@ def _write(repro: Reproduction, res: ReproductionResult, params: list[Parameter]
                "parameters": [{"name": p.name, "value": p.value, "why": p.why} for p in params],
                "sensitivity": res.sensitivity,
                "gap_closers": gap_closers(res.headlines, res.sensitivity, params),
+               "variants": res.variants,
                "rows": res.rows}
     (out / "results.json").write_text(json.dumps(to_jsonable(payload), indent=1))
     (out / "report.md").write_text(render_report(repro, res, params))
@@ -621,6 +688,19 @@ def render_report(repro: Reproduction, res: ReproductionResult,
                 lo, hi = d.get(0.75), d.get(1.25)
                 cells.append(" / ".join("n/a" if v is None else f"{v:+.1f}" for v in (lo, hi)))
             lines.append(f"| {hname} | {_num(base[hname])} | " + " | ".join(cells) + " |")
+    moved = [v for v in res.variants if abs(v["change_pct"]) >= 1.0]
+    if res.variants:
+        lines += ["", "## Other readings of the paper", "",
+                  "Each headline recomputed on the sensitivity subset under another reading of "
+                  "an ambiguous statement; shown where it moves a headline by 1% or more"
+                  + ("" if moved else " (none does)") + ".", ""]
+        if moved:
+            lines += ["| reading | headline | default reading | this reading | change |",
+                      "|---|---|---:|---:|---:|"]
+            for v in moved:
+                lines.append(f"| {v['variant']}: {v['reading']} | {v['headline']} | "
+                             f"{_num(v['base'])} | {_num(v['value'])} | "
+                             f"{v['change_pct']:+.1f}% |")
     closers = gap_closers(res.headlines, res.sensitivity, params)
     if closers:
         lines += ["", "## The one parameter value that would close each gap", "",

@@ -33,10 +33,12 @@ from pimserve.experiments.reproduce.common import (
     Parameter,
     Point,
     Reproduction,
+    Variant,
     mean,
     ratios,
     scaled_system,
     select,
+    with_device,
 )
 from pimserve.report import figures as fig
 from pimserve.specs.catalog import load_model, load_system
@@ -400,6 +402,17 @@ class PAMReproduction(Reproduction):
                 if p.labels["experiment"] == "ablation"
                 or (p.labels["experiment"] == "offline" and p.labels["model"] == "llama3-70b"
                     and p.labels["workload"] == "arxiv-sum")]
+
+    def variants(self) -> list[Variant]:
+        def per_die(p: Point) -> Point:
+            sys_ = with_device(p.system, "pam-hbm3-pim", "pam-hbm3-pim-per-die")
+            return p if sys_ is p.system else replace(p, system=sys_)
+
+        return [Variant(
+            "Table 1 compute per DRAM die", "1.6 TFLOPS per die: 12.8 TFLOPS per 8-die stack",
+            "Table 1 gives 1.6 TFLOPS per HBM3-PIM 'device'; the default reads it per stack "
+            "(as the DIMM's and SSD's figures read per DIMM and per SSD); per die is the other "
+            "reading of the same words (device preset pam-hbm3-pim-per-die)", per_die)]
 
     # ---------------------------------------------------------------------- parameters
     def parameters(self) -> list[Parameter]:
