@@ -11,6 +11,11 @@ from pimserve.cli.options import given, options_from
 from pimserve.engine.config import RunConfig
 from pimserve.errors import PimserveError
 
+#: bounds of `pimserve kernels` (its attention kernels hold per-request arrays)
+KERNELS_MAX_RLP = 1_000_000
+KERNELS_MAX_TLP = 4096
+KERNELS_MAX_CONTEXT = 100_000_000
+
 FORMAT = click.option(
     "--format",
     "fmt",
@@ -189,9 +194,13 @@ def kernels(
     from pimserve.specs import load_model, load_system
     from pimserve.specs.system import DeviceGroup
 
-    for name, v in (("--rlp", rlp), ("--tlp", tlp), ("--context", context)):
+    for name, v, hi in (("--rlp", rlp, KERNELS_MAX_RLP), ("--tlp", tlp, KERNELS_MAX_TLP),
+                        ("--context", context, KERNELS_MAX_CONTEXT)):
         if v < 1:
             raise ConfigurationError(f"{name} must be a positive integer (got {v})")
+        if v > hi:
+            raise ConfigurationError(f"{name} must be at most {hi:,} (got {v:,}): the kernel "
+                                     "table prices every request of the batch")
     spec = load_model(model)
     if device_names:
         groups = [

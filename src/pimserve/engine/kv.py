@@ -411,8 +411,27 @@ class KVHierarchy:
         rate = getattr(dev, "ru_elems_per_s", 0.0) if isinstance(dev, PIMModel) else 0.0
         return float(rate) * t.group.count
 
+    #: bound on the per-block state (slots x blocks x 10 B) plus one step's [requests x blocks]
+    #: temporaries (about 6 float64 arrays), bytes
+    MAX_STATE_BYTES = 8 * 2**30
+
+    def state_bytes(self, cols: int) -> int:
+        """Bytes the per-block model needs when the longest request holds ``cols`` blocks."""
+        rows = self.max_slots + 1
+        return rows * cols * (2 + 4 + 4) + rows * cols * 6 * 8
+
     def _grow(self, cols: int) -> None:
-        new = max(cols, 2 * self._cols)
+        need = self.state_bytes(cols)
+        if need > self.MAX_STATE_BYTES:
+            raise ConfigurationError(
+                f"a request of {cols:,} KV blocks ({cols * self.block_tokens:,} tokens at "
+                f"kv_block_tokens={self.block_tokens}) next to {self.max_slots} running requests "
+                f"needs {need / 2**30:,.1f} GiB of per-block KV state, over the "
+                f"{self.MAX_STATE_BYTES / 2**30:.0f} GiB bound: raise kv_block_tokens, lower "
+                "the batch, or shorten the requests"
+            )
+        max_cols = self.MAX_STATE_BYTES // self.state_bytes(1)
+        new = min(max(cols, 2 * self._cols), max_cols)
         pad = new - self._cols
 
         def widen(a: np.ndarray) -> np.ndarray:

@@ -118,6 +118,7 @@ from typing import Any
 import numpy as np
 
 from pimserve.errors import ConfigurationError, SpecError
+from pimserve.fileio import MAX_SPEC_BYTES, read_bounded_text
 from pimserve.hardware.cost import COST_MODELS, Cost, CostModel
 from pimserve.ops.kernels import AttentionKernel, CollectiveKernel, FCKernel
 
@@ -287,9 +288,12 @@ def _calibration_key(name: str, shape: list[Any], t: Any, where: str) -> Calibra
 
 def _read_calibration_csv(path: Path) -> dict[CalibrationKey, float]:
     try:
-        text = path.read_text()
+        text = read_bounded_text(path, MAX_SPEC_BYTES, "calibration table")
     except OSError as err:
         raise SpecError(f"{path}: cannot read calibration table ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: calibration table is not UTF-8 text (byte {err.start})"
+                        ) from None
     rows = list(csv.reader(text.splitlines()))
     want = ["kernel", "m", "k", "n", "time_us"]
     if not rows or [c.strip() for c in rows[0]] != want:

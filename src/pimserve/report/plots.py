@@ -35,6 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pimserve.errors import ResultError
+from pimserve.fileio import MAX_RESULT_BYTES, read_bounded_text
 
 CHARTS = ("throughput", "latency_cdf", "time_breakdown", "energy_breakdown", "fc_placement",
           "kv_tiers")
@@ -149,9 +150,12 @@ def load_results(path: str | Path) -> Results:
     """Read a run or compare result from a JSON file (see :func:`read_results`)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = read_bounded_text(p, MAX_RESULT_BYTES, "result file")
     except OSError as err:
         raise ResultError(f"{p}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ResultError(f"{p}: not a pimserve result (not UTF-8 text, byte {err.start})"
+                          ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pimserve.errors import SpecError
+from pimserve.fileio import MAX_SPEC_BYTES, read_bounded_text
 
 M = TypeVar("M", bound="Spec")
 
@@ -56,9 +57,11 @@ def validate(model: type[M], data: Any, where: str) -> M:
 def read_yaml(path: Path) -> Any:
     """Read a YAML file; a syntax error names the file, line and column."""
     try:
-        text = Path(path).read_text()
+        text = read_bounded_text(path, MAX_SPEC_BYTES, "YAML spec")
     except OSError as err:
         raise SpecError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start})") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pimserve.errors import SpecError
+from pimserve.fileio import MAX_SPEC_BYTES, read_bounded_text
 from pimserve.specs.base import validate
 from pimserve.specs.model import ModelSpec
 
@@ -189,9 +190,11 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(_READERS))
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = read_bounded_text(path, MAX_SPEC_BYTES, "JSON model config")
     except OSError as err:
         raise SpecError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:

@@ -136,6 +136,11 @@ class WorkloadPreset:
         where = f"workload {self.name}"
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise ConfigurationError(f"{where}: n must be an integer >= 1 (got {n!r})")
+        if n > MAX_REQUESTS:
+            raise ConfigurationError(
+                f"{where}: n = {n:,} requests is over the bound of {MAX_REQUESTS:,} (about "
+                f"{MAX_REQUESTS * 100 / 2**30:.0f} GiB of request state); simulate a sample"
+            )
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ConfigurationError(f"{where}: seed must be an integer >= 0 (got {seed!r})")
         if rate_per_s is not None:
@@ -166,6 +171,9 @@ class WorkloadPreset:
         )
         return Requests.from_arrays(arrival, prompt, output, source=src)
 
+
+#: most requests one workload draws (about 100 bytes of engine state each)
+MAX_REQUESTS = 20_000_000
 
 #: Named synthetic workloads.
 WORKLOADS: Registry[WorkloadPreset] = Registry("workload")
@@ -391,6 +399,43 @@ _register(WorkloadPreset(
     arrivals="static",
     lengths=_write_doc,
     expected_means=_write_doc_means(),
+))  # fmt: skip
+
+
+# Long-context conversations, Mooncake-style (Qin et al., "Mooncake: A KVCache-centric
+# Architecture for Serving LLM Chatbot", FAST'25, Table 2: conversation trace, mean input
+# 12,035 and mean output 343 tokens). Shapes are inferred: lognormal, median about half the
+# mean (a long right tail of pasted documents), cut at a 128k-token context (Llama-3.1).
+LONG_CONTEXT_INPUT_MEAN = 12035   # Mooncake FAST'25 Table 2 [R]: conversation, mean input tokens
+LONG_CONTEXT_OUTPUT_MEAN = 343    # Mooncake FAST'25 Table 2 [R]: conversation, mean output tokens
+LONG_CONTEXT_INPUT_MEDIAN = 6000  # [INF] heavy right tail: median about half the mean
+LONG_CONTEXT_OUTPUT_MEDIAN = 250  # [INF] mildly right-skewed answers
+LONG_CONTEXT_MAX_TOTAL = 131072   # Llama-3.1's context (HF max_position_embeddings)
+LONG_CONTEXT_RATE_PER_S = 1.0     # [INF] default Poisson rate, requests/s (override: rate_per_s)
+LONG_CONTEXT_PROMPT = LognormalLengths.fit(mean=LONG_CONTEXT_INPUT_MEAN,
+                                           median=LONG_CONTEXT_INPUT_MEDIAN, lo=16,
+                                           hi=LONG_CONTEXT_MAX_TOTAL - 1024)
+LONG_CONTEXT_OUTPUT = LognormalLengths.fit(mean=LONG_CONTEXT_OUTPUT_MEAN,
+                                           median=LONG_CONTEXT_OUTPUT_MEDIAN, lo=4, hi=1024)
+
+
+def _long_context(n: int, g: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    prompt = LONG_CONTEXT_PROMPT.sample(n, g)
+    return prompt, LONG_CONTEXT_OUTPUT.sample(n, g, hi=LONG_CONTEXT_MAX_TOTAL - prompt)
+
+
+_register(WorkloadPreset(
+    name="long-context",
+    description="SYNTHETIC long-context conversations (Mooncake-style), not data: lognormal "
+    f"input mean {LONG_CONTEXT_INPUT_MEAN} (median {LONG_CONTEXT_INPUT_MEDIAN} [INF], up to "
+    f"~128k), output mean {LONG_CONTEXT_OUTPUT_MEAN}; Poisson arrivals",
+    source="Mooncake (Qin et al., FAST'25) Table 2, conversation trace: mean input 12,035 and "
+    "output 343 tokens; lognormal shapes, medians, the 128k cap (Llama-3.1) and the default "
+    "rate are inferred (see pimserve/workload/presets.py); no data file",
+    arrivals="poisson",
+    default_rate_per_s=LONG_CONTEXT_RATE_PER_S,
+    lengths=_long_context,
+    expected_means=(LONG_CONTEXT_PROMPT.mean(), LONG_CONTEXT_OUTPUT.mean()),
 ))  # fmt: skip
 
 

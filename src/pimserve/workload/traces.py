@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from pimserve.errors import ConfigurationError, TraceError
+from pimserve.fileio import MAX_TRACE_BYTES, read_bounded
 from pimserve.registry import Registry
 from pimserve.workload.request import Requests
 
@@ -78,7 +79,7 @@ def _read_text(path: PathLike) -> tuple[str, str]:
     name = os.fspath(path)
     p = Path(name)
     try:
-        data = p.read_bytes()
+        data = read_bounded(p, MAX_TRACE_BYTES, "request trace", text=True)
     except FileNotFoundError:
         raise TraceError(f"trace file {name} not found") from None
     except IsADirectoryError:
