@@ -120,16 +120,11 @@ class IterationPricer:
             self._fc[key] = part
         return part
 
-    def _overlap(
-        self, fc: FCPart, attn_s: float, m_tokens: int, ovl: Any
-    ) -> tuple[float, float, float]:
-        """One decode layer under AttAcc's overlap: (GPU FC s, attention s, extra J).
-
-        Pipelining in ``S`` sub-batches hides the shorter of (QKV + output projection on the
-        GPUs, PIM attention) behind the longer except for one sub-batch's share: the layer pays
-        ``max + min / S``; the hidden part is taken from the shorter one's category. With
-        ``ffn_on_attention_pim`` the FFN runs on the GPUs and the attention group at once,
-        split by speed: ``1 / (1 / t_gpu + 1 / t_pim)``; the PIM's share adds its energy."""
+    def _overlap_parts(
+        self, fc: FCPart, m_tokens: int, ovl: Any
+    ) -> tuple[float, float, float, float]:
+        """(GPU FC outside the overlap, QKV + output projection, FFN, extra J) of one decode
+        layer under AttAcc's overlap (see :meth:`_overlap`)."""
         proj = sum(k[3] for k in fc.kernels if k[1] == "attn_fc" and k[2] == GPU)
         ffn = sum(k[3] for k in fc.kernels if k[1] != "attn_fc" and k[2] == GPU)
         rest = fc.gpu_s - proj - ffn
@@ -149,6 +144,19 @@ class IterationPricer:
                 gpu_share = 1.0 - share_pim
                 extra_j = e_pim * share_pim - fc.gpu_j * (ffn / fc.gpu_s) * (1 - gpu_share)
                 ffn = both
+        return rest, proj, ffn, extra_j
+
+    def _overlap(
+        self, fc: FCPart, attn_s: float, m_tokens: int, ovl: Any
+    ) -> tuple[float, float, float]:
+        """One decode layer under AttAcc's overlap: (GPU FC s, attention s, extra J).
+
+        Pipelining in ``S`` sub-batches hides the shorter of (QKV + output projection on the
+        GPUs, PIM attention) behind the longer except for one sub-batch's share: the layer pays
+        ``max + min / S``; the hidden part is taken from the shorter one's category. With
+        ``ffn_on_attention_pim`` the FFN runs on the GPUs and the attention group at once,
+        split by speed: ``1 / (1 / t_gpu + 1 / t_pim)``; the PIM's share adds its energy."""
+        rest, proj, ffn, extra_j = self._overlap_parts(fc, m_tokens, ovl)
         s = max(1, ovl.subbatches)
         hidden = min(proj, attn_s) * (1.0 - 1.0 / s)
         if proj <= attn_s:
@@ -156,6 +164,70 @@ class IterationPricer:
         else:
             attn_s -= hidden
         return rest + proj + ffn, attn_s, extra_j
+
+    # ---------------------------------------------------------------- runs of iterations
+    def decode_run(self, ctx0: np.ndarray, tlp: int, k: int) -> dict[str, np.ndarray]:
+        """``k`` decode-only iterations of the same requests, the ``j``-th attending
+        ``ctx0 + j x tlp`` tokens, priced at once: the fields of :class:`StepCost` as arrays
+        over the iterations, with :meth:`step`'s arithmetic (no KV tiers, no draft model, no
+        MoE routing; the caller checks). FC, LM head, transfers and norms do not change
+        between the iterations; attention is looked up for all of them in one call."""
+        n_dec = int(ctx0.size)
+        m_dec = m_tok = n_dec * tlp
+        L = self.model.n_layers
+        fc = self._fc_for(m_tok, False, None)
+        head = self.lm_head(m_dec, False)
+        ctx = ctx0[None, :] + tlp * np.arange(k, dtype=np.int64)[:, None]
+        cmax = int(ctx[-1].max())
+        t_tab, e_tab = self.attention_table(tlp, cmax, self._stream_ops)
+        attn_j = e_tab[ctx].sum(axis=1)
+        if self._once_ops:
+            o_tab, oe_tab = self.attention_table(tlp, cmax, self._once_ops)
+            once = o_tab[ctx].max(axis=1)
+            attn_j = attn_j + oe_tab[ctx].sum(axis=1)
+        else:
+            once = np.zeros(k)
+        g = self.attn_group
+        attn_s = self._dataflow.group_time_rows_s(t_tab[ctx], once, self.model.n_kv_heads,
+                                                  g.count)
+        comm_s = fc.comm_s
+        comm_j = 0.0
+        if n_dec and g.link is not None:
+            x_s, x_j = self.decode_transfers(m_dec)
+            comm_s += x_s
+            comm_j += x_j
+        norm_s, norm_j = self.norms_and_activation(m_tok)
+        fc_gpu_layer_s: Any = fc.gpu_s
+        ovl_j = 0.0
+        ovl = self.built.spec.policies.overlap
+        if ovl is not None and n_dec and self.built.gpu:
+            rest, proj, ffn, ovl_j = self._overlap_parts(fc, m_tok, ovl)
+            hidden = np.minimum(proj, attn_s) * (1.0 - 1.0 / max(1, ovl.subbatches))
+            proj_first = proj <= attn_s
+            fc_gpu_layer_s = np.where(proj_first, rest + (proj - hidden) + ffn,
+                                      rest + proj + ffn)
+            attn_s = np.where(proj_first, attn_s, attn_s - hidden)
+        ones = np.ones(k)
+        out: dict[str, np.ndarray] = {}
+        out["fc_gpu_s"] = (L * fc_gpu_layer_s + head.gpu_s) * ones
+        out["fc_pim_s"] = (L * fc.pim_s + head.pim_s) * ones
+        out["attention_s"] = L * attn_s
+        out["communication_s"] = (L * comm_s + head.comm_s) * ones
+        out["other_s"] = np.zeros(k)
+        out["norms_s"] = (L * norm_s) * ones
+        out["time_s"] = (out["fc_gpu_s"] + out["fc_pim_s"] + out["attention_s"]
+                         + out["communication_s"] + 0.0 + out["norms_s"])
+        out["energy_j"] = L * (fc.energy_j + attn_j + comm_j + norm_j + ovl_j) + head.energy_j \
+            + 0.0
+        out["fc_gpu_j"] = (L * (fc.gpu_j + ovl_j) + head.gpu_j) * ones
+        out["fc_pim_j"] = (L * fc.pim_j + head.pim_j) * ones
+        out["attention_j"] = L * attn_j
+        out["communication_j"] = (L * (fc.comm_j + comm_j) + head.comm_j) * ones
+        out["other_j"] = np.zeros(k)
+        out["norms_j"] = (L * norm_j) * ones
+        out["fc_gpu_flops"] = (1.0 * (L * fc.gpu_flops + head.gpu_flops)) * ones
+        out["fc_flops"] = (1.0 * (L * fc.flops + head.flops)) * ones
+        return out
 
     def _layer_kernels(self, m_tokens: int) -> list[FCKernel]:
         """One decoder layer's FC kernels for ``m_tokens`` tokens (no LM head)."""
@@ -337,6 +409,28 @@ class IterationPricer:
             c = c + g.attention(k)
         return float(c.time_s), float(c.energy_j), g
 
+    def _fc_for(
+        self, m_tok: int, prefill: bool, expert_tokens: tuple[int, ...] | None
+    ) -> FCPart:
+        """One layer's FC part for ``m_tok`` tokens, pipeline stages included."""
+        pp = self.built.spec.pipeline_parallel
+        if pp <= 1:
+            return self.fc_layer(m_tok, prefill, expert_tokens)
+        # PP stages work on PP micro-batches at once: per iteration each stage runs its L/PP
+        # layers PP times on m/PP tokens, i.e. L layers' time at m/PP tokens; energy and
+        # FLOPs are paid by every micro-batch (bubbles are ignored: continuous batching
+        # keeps the pipeline full)
+        mb = -(-m_tok // pp)
+        et = tuple(-(-e // pp) for e in expert_tokens) if expert_tokens else expert_tokens
+        fc = self._fc.get(("pp", mb, prefill, et))
+        if fc is None:  # memoised like the layer itself
+            f1 = self.fc_layer(mb, prefill, et)
+            fc = replace(f1, energy_j=f1.energy_j * pp, gpu_flops=f1.gpu_flops * pp,
+                         flops=f1.flops * pp, gpu_j=f1.gpu_j * pp, pim_j=f1.pim_j * pp,
+                         comm_j=f1.comm_j * pp)
+            self._fc["pp", mb, prefill, et] = fc
+        return fc
+
     # ---------------------------------------------------------------- one iteration
     def step(
         self,
@@ -368,23 +462,7 @@ class IterationPricer:
         if m_tok == 0:
             return sc
         prefill = m_pre > 0
-        pp = self.built.spec.pipeline_parallel
-        if pp > 1:
-            # PP stages work on PP micro-batches at once: per iteration each stage runs its L/PP
-            # layers PP times on m/PP tokens, i.e. L layers' time at m/PP tokens; energy and
-            # FLOPs are paid by every micro-batch (bubbles are ignored: continuous batching
-            # keeps the pipeline full)
-            mb = -(-m_tok // pp)
-            et = tuple(-(-e // pp) for e in expert_tokens) if expert_tokens else expert_tokens
-            fc = self._fc.get(("pp", mb, prefill, et))
-            if fc is None:  # memoised like the layer itself
-                f1 = self.fc_layer(mb, prefill, et)
-                fc = replace(f1, energy_j=f1.energy_j * pp, gpu_flops=f1.gpu_flops * pp,
-                             flops=f1.flops * pp, gpu_j=f1.gpu_j * pp, pim_j=f1.pim_j * pp,
-                             comm_j=f1.comm_j * pp)
-                self._fc["pp", mb, prefill, et] = fc
-        else:
-            fc = self.fc_layer(m_tok, prefill, expert_tokens)
+        fc = self._fc_for(m_tok, prefill, expert_tokens)
         head = self.lm_head(m_dec + int(pre_q.size), prefill)
         if kv_step is None:
             attn_s, attn_j = self.decode_attention(tlp, dec_context)

@@ -92,6 +92,14 @@ class Simulator:
         else:
             self.batching = cfg.batching
         self._expert_probs = self._router_probs()
+        #: runs of decode-only iterations priced at once (:meth:`IterationPricer.decode_run`)
+        #: where no iteration draws a random number: fixed TLP 1, no KV tiers (their locality
+        #: model draws every step), no MoE routing, no draft model
+        self.fast_runs = (
+            cfg.speculation == "fixed" and cfg.tlp == 1 and self.kvh is None
+            and self._expert_probs is None and cfg.draft_model is None
+        )
+        self.max_run = 4096  # iterations priced in one call (bounds the [run x batch] arrays)
 
     # ------------------------------------------------------------------ helpers
     def _router_probs(self) -> np.ndarray | None:
@@ -111,6 +119,65 @@ class Simulator:
         keys = self.rng.random((m_tokens, self.model.n_experts)) ** (1.0 / self._expert_probs)
         top = np.argpartition(-keys, k - 1, axis=1)[:, :k]  # weighted sampling w/o replacement
         return tuple(np.bincount(top.ravel(), minlength=self.model.n_experts).tolist())
+
+    def _run_length(
+        self, running: np.ndarray, pre_done: np.ndarray, pre_target: np.ndarray,
+        out: np.ndarray, gen: np.ndarray, kv: np.ndarray, static: bool, queue: deque,
+        next_ptr: int, order: np.ndarray, it_count: int, tl_lo: int,
+    ) -> int:
+        """How many decode-only iterations from now can be priced as one run: all running
+        requests decode (TLP 1), none finishes before the run's end (the finishing iteration
+        runs on its own), nothing can be admitted (static batch, empty queue or full batch),
+        the KV fits every iteration (continuous batching), the iteration cap and the
+        timeline window are not crossed. Arrivals are checked by the caller on the priced
+        times. 0 or 1: no run."""
+        if not np.all(pre_done[running] >= pre_target[running]):
+            return 0
+        k = int((out[running] - gen[running]).min()) - 1  # the last one finishes a request
+        cfg = self.cfg
+        if cfg.max_iterations is not None:
+            k = min(k, cfg.max_iterations - it_count - 1)
+        if 0 <= it_count < tl_lo:
+            k = min(k, tl_lo - it_count)
+        k = min(k, self.max_run)
+        if k < 2:
+            return 0
+        if not static:
+            if queue and running.size < cfg.batch:
+                return 0  # admission is attempted every iteration
+            # KV blocks of iteration j: blocks(kv + 1 + j) summed; the largest j that fits
+            base = kv[running] + 1
+            last = int(self._blocks(base + (k - 1)).sum())
+            if last > self.kv_blocks_total:
+                js = np.arange(k, dtype=np.int64)
+                need = self._blocks(base[None, :] + js[:, None]).sum(axis=1)
+                k = int(np.searchsorted(need, self.kv_blocks_total, side="right"))
+        return k if k >= 2 else 0
+
+    def _apply_run(
+        self, run: dict[str, np.ndarray], k: int, starts: np.ndarray, running: np.ndarray,
+        kv: np.ndarray, gen: np.ndarray, acc: StepCost, steps: dict[str, list] | None,
+        kvh: Any,
+    ) -> float:
+        """Account the first ``k`` iterations of ``run`` as :meth:`run`'s loop would, one
+        after another (``np.cumsum`` adds in the same order as the loop); returns the new
+        time."""
+        for f in ("energy_j", "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s",
+                  "other_s", "norms_s", "fc_gpu_flops", "fc_flops", "fc_gpu_j", "fc_pim_j",
+                  "attention_j", "communication_j", "other_j", "norms_j"):
+            v = run[f][:k]
+            setattr(acc, f, float(np.cumsum(np.concatenate(([getattr(acc, f)], v)))[-1]))
+        if steps is not None:
+            n = int(running.size)
+            steps["start_s"].extend(starts[:k].tolist())
+            steps["time_s"].extend(run["time_s"][:k].tolist())
+            steps["rlp"].extend([n] * k)
+            steps["prefill_tokens"].extend([0] * k)
+            steps["tlp"].extend([1] * k)
+            for f in ("fc_gpu_s", "fc_pim_s", "attention_s", "communication_s"):
+                steps[f].extend(run[f][:k].tolist())
+            steps["tokens"].extend([n] * k)
+        return float(starts[k])
 
     def _blocks(self, tokens: np.ndarray) -> np.ndarray:
         return -(-tokens // self.block_tokens)
@@ -265,6 +332,32 @@ class Simulator:
                     now = max(now, float(arrival[order[next_ptr]]))
                     continue
                 raise AssertionError("queued requests can never be admitted")  # pragma: no cover
+
+            # ---- a run of decode-only iterations priced at once, where nothing but the
+            # context lengths changes between them (then one iteration at a time, below)
+            if self.fast_runs and (tl_hi <= it_count or it_count + 2 <= tl_lo or tl_lo < 0):
+                k = self._run_length(running, pre_done, pre_target, out, gen, kv, static,
+                                     queue, next_ptr, order, it_count, tl_lo)
+                if k >= 2:
+                    run = self.pricer.decode_run(kv[running] + 1, 1, k)
+                    times = run["time_s"]
+                    starts = np.cumsum(np.concatenate(([now], times)))
+                    if not static and running.size < cfg.batch and next_ptr < len(order):
+                        # an arrival queues at the first iteration starting at or after it
+                        t_a = float(arrival[order[next_ptr]])
+                        k = min(k, int(np.searchsorted(starts[:k], t_a, side="left")))
+                    if k >= 2:
+                        now = self._apply_run(run, k, starts, running, kv, gen, acc, steps, kvh)
+                        rlp_sum += running.size * k
+                        tlp_sum += running.size * k
+                        dec_only_s = float(np.cumsum(np.concatenate(([dec_only_s],
+                                                                     times[:k])))[-1])
+                        dec_only_tok += running.size * k
+                        kv_tok_sum += k * int(kv[running].sum()) + running.size * k * (k - 1) // 2
+                        kv[running] += k
+                        gen[running] += k
+                        it_count += k
+                        continue
 
             # ---- this iteration's work
             tlp = self.speculation.tlp()

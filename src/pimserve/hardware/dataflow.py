@@ -81,6 +81,23 @@ class AttentionDataflow(ABC):
         refresh = getattr(self.device, "refresh_s", None)
         return busy + (float(refresh(busy)) if refresh is not None else 0.0)
 
+    def _busy_rows_s(self, unit_s: np.ndarray, n_kv_heads: int, count: int) -> np.ndarray:
+        """:meth:`_busy_s` of every row of ``unit_s`` (rows: kernels; columns: requests)."""
+        return np.array([self._busy_s(row, n_kv_heads, count) for row in unit_s])
+
+    def group_time_rows_s(
+        self, unit_s: np.ndarray, once_s: np.ndarray, n_kv_heads: int, count: int
+    ) -> np.ndarray:
+        """:meth:`group_time_s` of many kernels at once: row ``j`` of ``unit_s`` (the requests'
+        unit times) with ``once_s[j]``; the same arithmetic, vectorised over rows."""
+        t = np.asarray(unit_s, dtype=np.float64)
+        busy = (self._busy_rows_s(t, n_kv_heads, count) if t.shape[1]
+                else np.zeros(t.shape[0])) + np.asarray(once_s, dtype=np.float64)
+        refresh = getattr(self.device, "refresh_s", None)
+        if refresh is not None:
+            busy = np.where(busy > 0.0, busy + refresh(np.maximum(busy, 0.0)), 0.0)
+        return np.maximum(busy, 0.0)
+
 
 @DATAFLOWS.register("heads_over_devices")
 class HeadsOverDevices(AttentionDataflow):
@@ -103,6 +120,10 @@ class HeadsOverDevices(AttentionDataflow):
     def _busy_s(self, unit_s: np.ndarray, n_kv_heads: int, count: int) -> float:
         sets = self.sets(n_kv_heads, count)[1]
         return max(float(unit_s.sum()) / sets, float(unit_s.max()))
+
+    def _busy_rows_s(self, unit_s: np.ndarray, n_kv_heads: int, count: int) -> np.ndarray:
+        sets = self.sets(n_kv_heads, count)[1]
+        return np.maximum(unit_s.sum(axis=1) / sets, unit_s.max(axis=1))
 
 
 @DATAFLOWS.register("head_per_channel")
@@ -134,6 +155,13 @@ class HeadPerChannel(AttentionDataflow):
         order = np.sort(unit_s)[::-1]
         idx = (np.arange(rounds, dtype=np.int64) * slots) // n_kv_heads
         return float(order[idx].sum())
+
+    def _busy_rows_s(self, unit_s: np.ndarray, n_kv_heads: int, count: int) -> np.ndarray:
+        slots = count * self.channels
+        rounds = math.ceil(unit_s.shape[1] * n_kv_heads / slots)
+        order = np.sort(unit_s, axis=1)[:, ::-1]
+        idx = (np.arange(rounds, dtype=np.int64) * slots) // n_kv_heads
+        return order[:, idx].sum(axis=1)
 
 
 @DATAFLOWS.register("head_per_sm")

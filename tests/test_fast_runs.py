@@ -1,0 +1,83 @@
+"""Runs of decode-only iterations priced in one call equal the step-by-step engine."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pimserve.api import load_workload
+from pimserve.engine.config import RunConfig
+from pimserve.engine.simulator import Simulator
+from pimserve.specs.catalog import load_model, load_system
+
+
+def _run(system: str, model: str, workload: str, fast: bool, n: int = 48,
+         rate: float | None = None, **opts):
+    reqs, _ = load_workload(workload, n_requests=n, rate_per_s=rate, seed=3)
+    cfg = RunConfig(record_steps=True, seed=3, **opts)
+    sim = Simulator(load_system(system), load_model(model), reqs, cfg)
+    assert sim.fast_runs  # these configurations qualify
+    sim.fast_runs = fast
+    return sim.run()
+
+
+CASES = [
+    ("papi", "llama-65b", "dolly-creative", None, {"batch": 16, "batching": "static"}),
+    ("a100-attacc", "llama-65b", "dolly-qa", 4.0, {"batch": 8, "batching": "continuous"}),
+    ("gpu-only", "llama3-8b", "sharegpt", 20.0, {"batch": 32, "batching": "continuous"}),
+    ("attacc-only", "gpt3-175b", "dolly-creative", None, {"batch": 8, "batching": "static"}),
+]
+
+
+@pytest.mark.parametrize(("system", "model", "workload", "rate", "opts"), CASES)
+def test_fast_runs_equal_the_step_by_step_engine(system, model, workload, rate, opts):
+    slow = _run(system, model, workload, False, rate=rate, **opts)
+    fast = _run(system, model, workload, True, rate=rate, **opts)
+    assert fast.iterations == slow.iterations
+    assert fast.output_tokens == slow.output_tokens
+    assert fast.requests_completed == slow.requests_completed
+    rel = 1e-9
+    assert fast.simulated_time_s == pytest.approx(slow.simulated_time_s, rel=rel)
+    assert fast.energy_j == pytest.approx(slow.energy_j, rel=rel)
+    assert fast.decode_time_s == pytest.approx(slow.decode_time_s, rel=rel)
+    for k, v in slow.time_breakdown_s.items():
+        assert fast.time_breakdown_s[k] == pytest.approx(v, rel=rel, abs=1e-15), k
+    for k, v in slow.tpot_ms.items():
+        if v is not None:
+            assert fast.tpot_ms[k] == pytest.approx(v, rel=rel), k
+    # the per-iteration record stays exact
+    fs, ss = fast.extra["steps"], slow.extra["steps"]
+    for k in ss:
+        np.testing.assert_allclose(np.asarray(fs[k], dtype=float),
+                                   np.asarray(ss[k], dtype=float), rtol=rel, err_msg=k)
+
+
+def test_a_long_static_batch_is_mostly_runs():
+    """A static batch of equal requests: a handful of priced calls instead of one per step."""
+    from pimserve.engine import pricing
+
+    calls = {"step": 0, "run": 0}
+    step, run = pricing.IterationPricer.step, pricing.IterationPricer.decode_run
+
+    def count_step(self, *a, **k):
+        calls["step"] += 1
+        return step(self, *a, **k)
+
+    def count_run(self, *a, **k):
+        calls["run"] += 1
+        return run(self, *a, **k)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(pricing.IterationPricer, "step", count_step)
+    mp.setattr(pricing.IterationPricer, "decode_run", count_run)
+    try:
+        from pimserve.workload.request import Requests
+
+        req = Requests(id=np.arange(8), arrival_s=np.zeros(8),
+                       prompt_tokens=np.full(8, 100), output_tokens=np.full(8, 1000))
+        cfg = RunConfig(batch=8, batching="static")
+        r = Simulator(load_system("papi"), load_model("llama-65b"), req, cfg).run()
+    finally:
+        mp.undo()
+    assert r.iterations == 1000  # prefill + 999 decode iterations
+    assert calls["run"] == 1 and calls["step"] == 2  # prefill, one run, the finishing step
