@@ -28,6 +28,9 @@ PUBLISHED_PARAMS_B = {
     "opt-175b": 175.0,  # OPT paper (arXiv 2205.01068) Table 1
     "mixtral-8x7b": 46.7,  # Mixtral paper (arXiv 2401.04088) Sec. 2: 46.7B total
     "qwen2.5-32b": 32.5,  # HF Qwen/Qwen2.5-32B model card: 32.5B
+    "llama3.1-8b": 8.03,  # HF meta-llama/Llama-3.1-8B model card: 8.03B
+    "llama3.1-70b": 70.6,  # HF meta-llama/Llama-3.1-70B model card: 70.6B
+    "llama3.1-405b": 405.0,  # Llama 3 paper (arXiv 2407.21783): 405B
 }
 
 
@@ -75,6 +78,7 @@ def test_tied_embeddings_per_family():
     tied = {m.name: m.tied_embeddings for m in list_models()}
     assert tied == {
         "llama-65b": False, "llama2-70b": False, "llama3-8b": False, "llama3-70b": False,
+        "llama3.1-8b": False, "llama3.1-70b": False, "llama3.1-405b": False,
         "qwen2.5-32b": False, "mixtral-8x7b": False,
         "gpt3-175b": True, "gpt3-66b": True, "opt-66b": True, "opt-175b": True,
     }  # fmt: skip

@@ -260,7 +260,7 @@ DATA_PRESETS = {
 
 def test_preset_names_and_descriptions() -> None:
     assert set(WORKLOADS.names()) == {*DATA_PRESETS, "sharegpt", "wildchat", "humaneval",
-                                      "write-doc"}
+                                      "write-doc", "long-context"}
     qa = WORKLOADS.help("dolly-qa")
     assert "general-qa" in qa and "open_qa" in qa and "not in the length file" in qa
     assert "published statistics, not data" in WORKLOADS.help("sharegpt")
