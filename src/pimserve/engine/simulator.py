@@ -36,6 +36,12 @@ from pimserve.workload import Requests
 PENDING, RUNNING, DONE, REJECTED = 0, 1, 2, 3
 
 
+#: the StepCost fields a run of iterations adds to the run's totals
+_RUN_FIELDS = ("energy_j", "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s", "other_s",
+               "norms_s", "fc_gpu_flops", "fc_flops", "fc_gpu_j", "fc_pim_j", "attention_j",
+               "communication_j", "other_j", "norms_j")
+
+
 class Simulator:
     """One run of ``requests`` on ``system`` serving ``model`` with options ``cfg``."""
 
@@ -162,11 +168,14 @@ class Simulator:
         """Account the first ``k`` iterations of ``run`` as :meth:`run`'s loop would, one
         after another (``np.cumsum`` adds in the same order as the loop); returns the new
         time."""
-        for f in ("energy_j", "fc_gpu_s", "fc_pim_s", "attention_s", "communication_s",
-                  "other_s", "norms_s", "fc_gpu_flops", "fc_flops", "fc_gpu_j", "fc_pim_j",
-                  "attention_j", "communication_j", "other_j", "norms_j"):
-            v = run[f][:k]
-            setattr(acc, f, float(np.cumsum(np.concatenate(([getattr(acc, f)], v)))[-1]))
+        fields = _RUN_FIELDS
+        tab = np.empty((len(fields), k + 1))
+        for i, f in enumerate(fields):
+            tab[i, 0] = getattr(acc, f)
+            tab[i, 1:] = run[f][:k]
+        tot = np.cumsum(tab, axis=1)[:, -1]  # row-wise, left to right: the loop's order
+        for i, f in enumerate(fields):
+            setattr(acc, f, float(tot[i]))
         if steps is not None:
             n = int(running.size)
             steps["start_s"].extend(starts[:k].tolist())
