@@ -440,6 +440,13 @@ class KVHierarchy:
         self._bgx, self._sal, self._imp = widen(self._bgx), widen(self._sal), widen(self._imp)
         self._cols = new
 
+    def _recency_rows(self, n: np.ndarray) -> np.ndarray:
+        """Rows ``n`` of the recency table. ``take`` is fastest on the small folded table;
+        on the strided view of a wide one it would first copy the whole (cols + 1) x cols
+        view, so rows are gathered by indexing instead (same values)."""
+        w = self._recw
+        return w.take(n, axis=0, mode="wrap") if w.flags.c_contiguous else w[n]
+
     def _build_recency(self) -> None:
         """Recency boost ``W[n, j] = rec[max(n - 1 - j, 0)]`` for a request of ``n`` blocks
         (0 <= n <= cols) and its block ``j``, and the blocks the sparse attention reads by
@@ -803,7 +810,7 @@ class KVHierarchy:
         if self.sparse or track:
             if wide:
                 s = self._sal.take(slots, axis=0, mode="wrap")
-                s *= self._recw.take(n, axis=0, mode="wrap")
+                s *= self._recency_rows(n)
             else:
                 s = self._sal[slots, :C]
                 s *= self._recw[n, :C]
@@ -995,7 +1002,7 @@ class KVHierarchy:
         nv = sum(n_l)
         self._drift(slots, n, nv)
         s = self._sal.take(slots, axis=0, mode="wrap")
-        s *= self._recw.take(n, axis=0, mode="wrap")
+        s *= self._recency_rows(n)
         bgs = self._bgx.take(slots, axis=0, mode="wrap")
         cnt = np.empty((2, R), dtype=np.int64)  # tokens read, tokens resident (ctx)
         nread = cnt[0]
