@@ -16,3 +16,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'pimserve' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API (loaded lazily by :func:`__getattr__`) next to the module's own names."""
+    return sorted({*globals(), *__all__})

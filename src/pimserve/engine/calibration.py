@@ -41,10 +41,20 @@ class AlphaCalibration:
         )
 
 
+#: the largest RLP x TLP the alpha sweep prices (one FC layer per value)
+MAX_CALIBRATION_PARALLELISM = 65536
+
+
 def calibrate_alpha(
     system: str | SystemSpec, model: str | ModelSpec, max_parallelism: int = 512
 ) -> AlphaCalibration:
     """Sweep RLP x TLP and return the GPU/FC-PIM crossover of one layer's FC kernels."""
+    if (isinstance(max_parallelism, bool) or not isinstance(max_parallelism, int)
+            or not 1 <= max_parallelism <= MAX_CALIBRATION_PARALLELISM):
+        raise ConfigurationError(
+            f"max_parallelism (RLP x TLP swept) must be an integer from 1 to "
+            f"{MAX_CALIBRATION_PARALLELISM:,} (got {max_parallelism!r})"
+        )
     spec, mspec = load_system(system), load_model(model)
     built = BuiltSystem.build(spec, mspec)
     if built.gpu is None or built.fc_pim is None:

@@ -1,0 +1,32 @@
+"""The public Python API and ``python -m pimserve``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import pimserve
+from pimserve.errors import ConfigurationError
+
+
+def test_dir_shows_the_public_api():
+    names = set(dir(pimserve))
+    assert {"simulate", "load_system", "load_model", "load_workload", "RunResult",
+            "RunConfig"} <= names
+    assert callable(pimserve.simulate) and pimserve.RunResult.__name__ == "RunResult"
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "pimserve", "--help"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "validate" in out.stdout and "reproduce" in out.stdout
+
+
+@pytest.mark.parametrize("bad", [0, -1, 10**8, True])
+def test_calibrate_max_parallelism_is_bounded(bad):
+    from pimserve.engine.calibration import calibrate_alpha
+
+    with pytest.raises(ConfigurationError, match="max_parallelism"):
+        calibrate_alpha("papi", "llama-65b", bad)
