@@ -30,3 +30,28 @@ def test_calibrate_max_parallelism_is_bounded(bad):
 
     with pytest.raises(ConfigurationError, match="max_parallelism"):
         calibrate_alpha("papi", "llama-65b", bad)
+
+
+@pytest.mark.parametrize(("args", "msg"), [
+    (["--out", "/nonexistent-folder/r.json"], "does not exist"),
+    (["--out", "/dev/full"], "pseudo-file"),
+    (["--out", "/proc/version"], "pseudo-file"),
+])
+def test_run_refuses_unwritable_outputs_before_running(args, msg):
+    from click.testing import CliRunner
+
+    from pimserve.cli.main import main
+
+    r = CliRunner().invoke(main, ["run", "--requests", "2", *args])
+    assert r.exit_code != 0 and msg in r.output and "Traceback" not in r.output
+
+
+def test_out_and_timeline_on_one_file_is_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from pimserve.cli.main import main
+
+    f = str(tmp_path / "same.json")
+    for cmd in (["run"], ["compare", "--systems", "papi,gpu-only"]):
+        r = CliRunner().invoke(main, [*cmd, "--requests", "2", "--out", f, "--timeline", f])
+        assert r.exit_code != 0 and "name the same file" in r.output
