@@ -55,3 +55,31 @@ def test_out_and_timeline_on_one_file_is_refused(tmp_path):
     for cmd in (["run"], ["compare", "--systems", "papi,gpu-only"]):
         r = CliRunner().invoke(main, [*cmd, "--requests", "2", "--out", f, "--timeline", f])
         assert r.exit_code != 0 and "name the same file" in r.output
+
+
+def test_silent_misconfigurations_are_refused():
+    from pimserve import simulate
+    from pimserve.errors import PimserveError
+    from pimserve.specs.catalog import load_model, load_system
+    from pimserve.specs.model import ModelSpec
+    from pimserve.specs.system import SystemSpec
+
+    # tensor parallelism over more GPUs than the system has
+    d = load_system("gpu-only").model_dump()
+    d["groups"][0]["count"], d["tensor_parallel"] = 2, 8
+    with pytest.raises(ValueError, match=r"tensor_parallel \(8\) exceeds the gpu group's count"):
+        SystemSpec.model_validate(d)
+    # dtype_bytes: true is not 1
+    m = load_model("llama3-8b").model_dump()
+    m["dtype_bytes"] = True
+    with pytest.raises(ValueError, match="dtype_bytes"):
+        ModelSpec.model_validate(m)
+    # PAM options on a system without KV tiers, alpha without PAPI's placement
+    with pytest.raises(PimserveError, match="kv_x set PAM's KV hierarchy"):
+        simulate("papi", "llama-65b", "dolly-creative", n_requests=2, kv_x=3.0)
+    with pytest.raises(PimserveError, match="alpha is PAPI's FC placement threshold"):
+        simulate("gpu-only", "llama-65b", "dolly-creative", n_requests=2, alpha=4.0)
+    # dynamic speculation starting above its own bound
+    with pytest.raises(PimserveError, match="tlp_max"):
+        simulate("papi", "llama-65b", "dolly-creative", n_requests=2, speculation="dynamic",
+                 tlp=9, tlp_max=4)

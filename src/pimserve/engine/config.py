@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from pimserve.errors import ConfigurationError
 from pimserve.specs.base import Spec
@@ -109,3 +109,14 @@ class RunConfig(Spec):
             return None if v is None else parse_steps(v)
         except ConfigurationError as err:
             raise ValueError(str(err)) from None
+
+    @field_validator("tlp_max")
+    @classmethod
+    def _tlp_within_max(cls, v: int, info: ValidationInfo) -> int:
+        tlp = info.data.get("tlp")
+        if info.data.get("speculation") == "dynamic" and isinstance(tlp, int) and tlp > v:
+            raise ValueError(
+                f"must be at least tlp ({tlp}): dynamic speculation starts at tlp and stays "
+                f"within 1..tlp_max (got tlp_max {v})"
+            )
+        return v

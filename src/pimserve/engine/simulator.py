@@ -76,6 +76,20 @@ class Simulator:
         self.rng = np.random.default_rng(cfg.seed)
         self.block_tokens = cfg.kv_block_tokens
         self.kvh: KVHierarchy | None = None
+        pam_opts = [f for f in ("kv_x", "kv_y", "kv_mapping", "pamattention", "kv_scheduling",
+                                "migration", "sparse_ratio")
+                    if getattr(cfg, f) is not None]
+        if pam_opts and not self.built.tiers:
+            raise ConfigurationError(
+                f"{', '.join(pam_opts)} set PAM's KV hierarchy, which system {system.name} does "
+                "not have (it has no kv_tier groups); drop them or use a PAM system"
+            )
+        placement = cfg.fc_placement or system.policies.fc_placement
+        if cfg.alpha is not None and placement != "papi":
+            raise ConfigurationError(
+                f"alpha is PAPI's FC placement threshold; system {system.name} places FC "
+                f"kernels with '{placement}', which has none (use fc_placement=papi)"
+            )
         if self.built.tiers:
             self.kvh = KVHierarchy(self.built, model, cfg, self.rng, max_slots=cfg.batch,
                                    n_requests=len(requests))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictInt, model_validator
 
 from pimserve.specs.base import Spec
 
@@ -30,7 +30,9 @@ class ModelSpec(Spec):
     max_context: int = Field(gt=0, description="maximum context length in tokens")
     n_experts: int = Field(1, ge=1, description="FFN experts per layer (1 = dense)")
     experts_per_token: int = Field(1, ge=1, description="top-k routing for MoE")
-    dtype_bytes: int = Field(2, gt=0, description="bytes per weight and KV element (2 = FP16)")
+    dtype_bytes: StrictInt = Field(
+        2, gt=0, description="bytes per weight and KV element (2 = FP16), an integer"
+    )
     tied_embeddings: bool = Field(False, description="LM head shares the embedding matrix")
 
     @model_validator(mode="after")

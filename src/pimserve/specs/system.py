@@ -107,6 +107,12 @@ class SystemSpec(Spec):
             raise ValueError("no group holds the KV cache (add 'kv' to some group's holds)")
         if "attn" in roles and "kv_tier" in roles:
             raise ValueError("use either an 'attn' group or 'kv_tier' groups, not both")
+        gpus = [g for g in self.groups if g.role == "gpu"]
+        if gpus and self.tensor_parallel > gpus[0].count:
+            raise ValueError(
+                f"tensor_parallel ({self.tensor_parallel}) exceeds the gpu group's count "
+                f"({gpus[0].count}): the all-reduce would span GPUs the system does not have"
+            )
         tiers = [g for g in self.groups if g.role == "kv_tier"]
         if tiers:
             if not all("kv" in g.holds for g in tiers):
