@@ -83,3 +83,56 @@ def test_silent_misconfigurations_are_refused():
     with pytest.raises(PimserveError, match="tlp_max"):
         simulate("papi", "llama-65b", "dolly-creative", n_requests=2, speculation="dynamic",
                  tlp=9, tlp_max=4)
+
+
+@pytest.mark.parametrize("value", [1e300, float("inf"), float("nan")])
+def test_absurd_or_non_finite_device_numbers_are_refused(value):
+    from pimserve.errors import SpecError
+    from pimserve.specs.base import validate
+    from pimserve.specs.catalog import load_device
+    from pimserve.specs.devices import GPUSpec
+
+    d = load_device("a100").model_dump()
+    d["hbm_capacity_gb"] = value
+    with pytest.raises(SpecError, match="hbm_capacity_gb"):
+        validate(GPUSpec, d, "my-gpu.yaml")
+
+
+def test_truncation_that_cannot_fit_says_so():
+    import numpy as np
+
+    from pimserve import simulate
+    from pimserve.workload.request import Requests
+
+    req = Requests(id=np.arange(2), arrival_s=np.zeros(2), prompt_tokens=np.array([100, 100]),
+                   output_tokens=np.array([10, 5000]))
+    r = simulate("gpu-only", "llama-65b", req, long_context="truncate")
+    assert r.rejected_reasons == {"output_exceeds_context": 1}
+    assert any("no prompt truncation fits" in w for w in r.warnings)
+
+
+def test_compare_labels_a_yaml_system_by_its_name(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from pimserve.cli.main import main
+
+    y = tmp_path / "file-name.yaml"
+    y.write_text("name: my-gpus\ngroups:\n  - role: gpu\n    device: a100\n    count: 4\n"
+                 "    holds: [weights, kv]\ntensor_parallel: 4\n")
+    r = CliRunner().invoke(main, ["compare", "--systems", f"gpu-only,{y}", "--requests", "2",
+                                  "--format", "json"])
+    assert r.exit_code == 0, r.output
+    runs = json.loads(r.output)["runs"]
+    assert [x["system"] for x in runs] == ["gpu-only", "my-gpus"]
+    assert runs[1]["given_as"] == str(y)
+
+
+def test_reproduction_scratch_folder_is_removed():
+    from pimserve.experiments.reproduce import common
+
+    p = common._scratch()
+    assert p.is_dir()
+    common._drop_scratch()
+    assert not p.exists() and common._SCRATCH is None

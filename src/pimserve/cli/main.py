@@ -504,15 +504,18 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
     b = results[base]
     rows = []
     out_rows = []
-    for name, r in results.items():
+    for given_as, r in results.items():
+        # a system given as a YAML file is labelled by its own name:, not the file's
+        name = r.system if given_as != r.system and given_as.endswith((".yaml", ".yml")) \
+            else given_as
         speedup = r.throughput_tok_s / b.throughput_tok_s if b.throughput_tok_s else float("nan")
         eff = (b.energy_per_token_j / r.energy_per_token_j
                if r.energy_per_token_j else float("nan"))
         rows.append([name, r.throughput_tok_s, speedup, r.tpot_ms["mean"] or float("nan"),
                      r.latency_s["p99"] or float("nan"), r.energy_per_token_j, eff,
                      r.fc_on_gpu_fraction, r.requests_completed, r.requests_rejected])
-        out_rows.append({"system": name, "speedup": speedup, "energy_efficiency": eff,
-                         "result": r.to_dict()})
+        out_rows.append({"system": name, "given_as": given_as, "speedup": speedup,
+                         "energy_efficiency": eff, "result": r.to_dict()})
     if out:
         import json
         from pathlib import Path

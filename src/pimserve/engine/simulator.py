@@ -237,6 +237,11 @@ class Simulator:
                 status[bad] = REJECTED
                 if bad.any():
                     reasons["output_exceeds_context"] = int(bad.sum())
+                    self.warnings.append(
+                        f"{int(bad.sum())} requests rejected: their output alone reaches the "
+                        f"model's context of {model.max_context} tokens, so no prompt "
+                        "truncation fits them (long_context=truncate)"
+                    )
                 if truncated:
                     self.warnings.append(
                         f"{truncated} prompts truncated to fit the model's context of "

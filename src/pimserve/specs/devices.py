@@ -13,9 +13,12 @@ from pydantic import Field, model_validator
 
 from pimserve.specs.base import Spec
 
-Pos = Annotated[float, Field(gt=0)]
-NonNeg = Annotated[float, Field(ge=0)]
-PosInt = Annotated[int, Field(gt=0)]
+#: bound on any device, link or model number: beyond it a value is a typo or an overflow
+#: (1e300 became NaN downstream), not a device
+MAX_MAGNITUDE = 1e15
+Pos = Annotated[float, Field(gt=0, le=MAX_MAGNITUDE, allow_inf_nan=False)]
+NonNeg = Annotated[float, Field(ge=0, le=MAX_MAGNITUDE, allow_inf_nan=False)]
+PosInt = Annotated[int, Field(gt=0, le=int(MAX_MAGNITUDE))]
 
 
 class DeviceBase(Spec):

@@ -245,7 +245,8 @@ def _finish(
             prev = shown(i - 1) if shown else repr(times[i - 1])
             raise TraceError(
                 f"{name} line {lines[i]}: {time_field} {cur} is earlier than the previous "
-                f"row's {prev}; rows must be in time order (pass sort=True to reorder)"
+                f"row's {prev}; rows must be in time order: sort the file by that column "
+                "(from Python, load_trace(..., sort=True) reorders it)"
             )
         if back.size:
             order = np.argsort(times, kind="stable")

@@ -182,12 +182,26 @@ _FRACTIONS = {"compute_efficiency", "memory_efficiency"}
 
 
 def _scratch() -> Path:
+    """A temporary folder for modified presets; removed when the reproduction ends (and at
+    exit, whatever happens)."""
     global _SCRATCH
     if _SCRATCH is None:
+        import atexit
         import tempfile
 
         _SCRATCH = Path(tempfile.mkdtemp(prefix="pimserve-sensitivity-"))
+        atexit.register(_drop_scratch)
     return _SCRATCH
+
+
+def _drop_scratch() -> None:
+    """Remove the scratch folder of modified presets, if there is one."""
+    global _SCRATCH
+    if _SCRATCH is not None:
+        import shutil
+
+        shutil.rmtree(_SCRATCH, ignore_errors=True)
+        _SCRATCH = None
 
 
 def _digest(data: dict[str, Any]) -> str:
@@ -533,6 +547,7 @@ def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int 
     result = ReproductionResult(repro.name, quick, rows, headlines, sens, figures, out, wall,
                                 var_table)
     _write(repro, result, params)
+    _drop_scratch()
     return result
 
 
