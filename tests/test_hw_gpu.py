@@ -220,8 +220,13 @@ def test_bad_calibration_table_names_file_and_line(tmp_path: Path):
     with pytest.raises(SpecError, match=r"bad\.csv:3: m, k, n must be integers"):
         GPUModel(A100A, calibration=p)
     p.write_text("kernel,m,k,time_us\n")
-    with pytest.raises(SpecError, match=r"bad\.csv:1: header must be"):
+    with pytest.raises(SpecError, match=r"bad\.csv:1: not a calibration table"):
         GPUModel(A100A, calibration=p)
+    secret = tmp_path / "unrelated.txt"
+    secret.write_text("root:secret-hash:19000\n")
+    with pytest.raises(SpecError) as e:
+        GPUModel(A100A, calibration=secret)
+    assert "secret" not in str(e.value).replace(str(tmp_path), "")  # the file is not echoed
     with pytest.raises(SpecError, match="cannot read"):
         GPUModel(A100A, calibration=tmp_path / "missing.csv")
 

@@ -136,3 +136,32 @@ def test_reproduction_scratch_folder_is_removed():
     assert p.is_dir()
     common._drop_scratch()
     assert not p.exists() and common._SCRATCH is None
+
+
+def test_unknown_field_inside_a_group_lists_the_groups_fields():
+    from pimserve.errors import SpecError
+    from pimserve.specs.base import validate
+    from pimserve.specs.system import SystemSpec
+
+    d = {"name": "x", "groups": [{"role": "gpu", "device": "a100", "count": 1,
+                                   "holds": ["weights", "kv"], "colour": "red"}]}
+    with pytest.raises(SpecError) as e:
+        validate(SystemSpec, d, "x.yaml")
+    assert "groups.0.colour" in str(e.value) and "accepted: role, device, count" in str(e.value)
+
+
+def test_device_files_resolve_against_the_system_files_folder(tmp_path, monkeypatch):
+    import yaml
+
+    from pimserve.specs.catalog import load_device, load_system
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    dev = load_device("a100").model_dump(mode="json")
+    dev["name"] = "my-a100"
+    (sub / "my-a100.yaml").write_text(yaml.safe_dump(dev))
+    (sub / "sys.yaml").write_text("name: rel\ngroups:\n  - role: gpu\n    device: my-a100.yaml\n"
+                                  "    count: 2\n    holds: [weights, kv]\ntensor_parallel: 2\n")
+    monkeypatch.chdir(tmp_path)  # the device file is not in the working directory
+    s = load_system("sub/sys.yaml")
+    assert load_device(s.groups[0].device).name == "my-a100"

@@ -297,8 +297,9 @@ def _read_calibration_csv(path: Path) -> dict[CalibrationKey, float]:
     rows = list(csv.reader(text.splitlines()))
     want = ["kernel", "m", "k", "n", "time_us"]
     if not rows or [c.strip() for c in rows[0]] != want:
-        got = ",".join(rows[0]) if rows else "(empty file)"
-        raise SpecError(f"{path}:1: header must be '{','.join(want)}' (got '{got}')")
+        # the line itself is not echoed: the path may name any file the user can read
+        what = "is empty" if not rows else "does not start with the header"
+        raise SpecError(f"{path}:1: not a calibration table: it {what} '{','.join(want)}'")
     out: dict[CalibrationKey, float] = {}
     for lineno, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,17 @@ class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
+def _sub_model(ann: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``M``, ``list[M]``, ``M | None``, ...)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _sub_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
     """One line naming the first wrong field, what was given and what is accepted."""
     errs = err.errors()
@@ -31,10 +43,13 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], where:
         name = str(e["loc"][-1])
         sub: Any = model
         for part in e["loc"][:-1]:  # walk to the sub-model that rejected the field
+            if isinstance(part, int):  # an index into a list of sub-models
+                continue
             f = getattr(sub, "model_fields", {}).get(str(part))
             ann = getattr(f, "annotation", None) if f else None
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                sub = ann
+            found = _sub_model(ann)
+            if found is not None:
+                sub = found
         fields = list(getattr(sub, "model_fields", {}))
         close = difflib.get_close_matches(name, fields, n=1, cutoff=0.5)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -155,13 +155,29 @@ def list_systems() -> list[SystemSpec]:
     return [_systems()[n] for n in sorted(_systems())]
 
 
+def _relative_to(spec: SystemSpec, folder: Path) -> SystemSpec:
+    """``spec`` with the relative device and link file paths of its groups (and its
+    collective link) resolved against ``folder``, the system file's own folder, as a user
+    writing ``device: my-pim.yaml`` beside the system file means."""
+
+    def fix(ref: str | None) -> str | None:
+        if ref is None or not _is_path(ref) or Path(ref).is_absolute():
+            return ref
+        return str(folder / ref)
+
+    groups = [g.model_copy(update={"device": fix(g.device), "link": fix(g.link)})
+              for g in spec.groups]
+    return spec.model_copy(update={"groups": groups,
+                                   "collective_link": fix(spec.collective_link)})
+
+
 def load_system(name_or_path: str | SystemSpec) -> SystemSpec:
     """A built-in system by name or a system YAML file; device and link names are checked."""
     if isinstance(name_or_path, SystemSpec):
         spec = name_or_path
     elif _is_path(name_or_path):
         path = Path(name_or_path)
-        spec = validate(SystemSpec, read_yaml(path), str(path))
+        spec = _relative_to(validate(SystemSpec, read_yaml(path), str(path)), path.parent)
     else:
         try:
             spec = _systems()[name_or_path]
