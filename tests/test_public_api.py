@@ -165,3 +165,25 @@ def test_device_files_resolve_against_the_system_files_folder(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)  # the device file is not in the working directory
     s = load_system("sub/sys.yaml")
     assert load_device(s.groups[0].device).name == "my-a100"
+
+
+def test_generic_trace_from_the_command_line(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from pimserve.cli.main import main
+
+    f = tmp_path / "t.csv"
+    f.write_text("ts,in,out\n1.0,200,30\n0.0,100,20\n")  # out of order
+    base = ["run", "--trace", str(f), "--trace-format", "generic"]
+    r = CliRunner().invoke(main, base)
+    assert r.exit_code != 0 and "needs --trace-columns" in r.output
+    cols = ["--trace-columns", "arrival=ts,prompt=in,output=out", "--time-unit", "s"]
+    r = CliRunner().invoke(main, [*base, *cols])
+    assert r.exit_code != 0 and "time order" in r.output
+    r = CliRunner().invoke(main, [*base, *cols, "--trace-sort", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["requests_completed"] == 2
+    r = CliRunner().invoke(main, ["run", "--trace-columns", "prompt=in"])
+    assert r.exit_code != 0 and "for --trace-format generic" in r.output

@@ -68,17 +68,20 @@ def simulate(
     n_requests: int | None = None,
     rate_per_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    trace_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> RunResult:
     """Simulate serving ``workload`` (a preset name or Requests) or ``trace`` on ``system``.
 
-    ``options`` are RunConfig fields (batching, batch, tlp, acceptance, seed, ...).
+    ``options`` are RunConfig fields (batching, batch, tlp, acceptance, seed, ...);
+    ``trace_options`` go to the trace loader (``columns``/``time_unit`` for ``generic``,
+    ``sort``).
     """
     cfg = validate(RunConfig, options, "run options")
     sys_spec, model_spec = load_system(system), load_model(model)
     reqs, label = load_workload(
         workload, trace=trace, trace_format=trace_format, n_requests=n_requests,
-        rate_per_s=rate_per_s, seed=cfg.seed,
+        rate_per_s=rate_per_s, seed=cfg.seed, **(trace_options or {}),
     )
     return Simulator(sys_spec, model_spec, reqs, cfg, label).run(progress)
 

@@ -265,6 +265,13 @@ def workload_options(f: Any) -> Any:
                      help="arrival rate for a synthetic preset, requests/s (default: its own)")(f)
     f = click.option("--requests", "n_requests", type=int, default=None,
                      help="requests drawn from a preset (default 256) or kept from a trace")(f)
+    f = click.option("--trace-sort", is_flag=True, default=False,
+                     help="reorder a trace whose rows are not in time order")(f)
+    f = click.option("--time-unit", type=click.Choice(["s", "ms"]), default=None,
+                     help="unit of a generic trace's arrival column")(f)
+    f = click.option("--trace-columns", default=None, metavar="KEY=COL,...",
+                     help="generic trace: which column is which, e.g. "
+                          "arrival=ts,prompt=in,output=out (arrival optional)")(f)
     f = click.option("--trace-format", default="azure", show_default=True,
                      help="azure | mooncake | dolly | arxiv | generic")(f)
     f = click.option("--trace", type=click.Path(dir_okay=False), default=None,
@@ -272,6 +279,39 @@ def workload_options(f: Any) -> Any:
     f = click.option("--workload", default="dolly-creative", show_default=True,
                      help="workload preset (see `pimserve workloads`)")(f)
     return f
+
+
+def trace_options(kwargs: dict[str, Any], trace: str | None,
+                  trace_format: str) -> dict[str, Any]:
+    """Pop --trace-columns, --time-unit and --trace-sort from ``kwargs`` into the trace
+    loader's options (``columns``, ``time_unit``, ``sort``)."""
+    cols, unit, sort = (kwargs.pop("trace_columns", None), kwargs.pop("time_unit", None),
+                        kwargs.pop("trace_sort", False))
+    opts: dict[str, Any] = {}
+    if (cols or unit) and trace_format != "generic":
+        raise ConfigurationError("--trace-columns and --time-unit are for --trace-format "
+                                 f"generic (got --trace-format {trace_format})")
+    if (cols or unit or sort) and trace is None:
+        raise ConfigurationError("--trace-columns, --time-unit and --trace-sort need --trace")
+    if trace_format == "generic" and trace is not None and not cols:
+        raise ConfigurationError("--trace-format generic needs --trace-columns, e.g. "
+                                 "arrival=ts,prompt=in,output=out")
+    if cols:
+        mapping: dict[str, str] = {}
+        for part in cols.split(","):
+            key, eq, col = part.partition("=")
+            if not eq or not key.strip() or not col.strip():
+                raise ConfigurationError(
+                    f"--trace-columns: '{part}' is not KEY=COLUMN (keys: arrival, prompt, "
+                    "output), e.g. arrival=ts,prompt=in,output=out"
+                )
+            mapping[key.strip()] = col.strip()
+        opts["columns"] = mapping
+    if unit:
+        opts["time_unit"] = unit
+    if sort:
+        opts["sort"] = True
+    return opts
 
 
 def timeline_options(f: Any) -> Any:
@@ -438,10 +478,12 @@ def run(system: str, model: str, workload: str, trace: str | None, trace_format:
     from pimserve.report.console import console, print_json, print_table
 
     check_output_paths(out=out, timeline=timeline)
+    t_opts = trace_options(kwargs, trace, trace_format)
     opts = given(kwargs, RunConfig) | _timeline_window(timeline, timeline_steps)
     with _progress_runner(fmt == "table" and console.is_terminal) as cb:
         r = simulate(system, model, workload, trace=trace, trace_format=trace_format,
-                     n_requests=n_requests, rate_per_s=rate_per_s, progress=cb, **opts)
+                     n_requests=n_requests, rate_per_s=rate_per_s, progress=cb,
+                     trace_options=t_opts, **opts)
     if timeline is not None:
         _write_timeline({system: r}, timeline, timeline_detail, fmt)
     if out:
@@ -492,13 +534,15 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
     base = baseline or ("a100-attacc" if "a100-attacc" in names else names[0])
     if base not in names:
         raise ConfigurationError(f"--baseline '{base}' is not among --systems ({systems})")
+    t_opts = trace_options(kwargs, trace, trace_format)
     opts = given(kwargs, RunConfig) | _timeline_window(timeline, timeline_steps)
     results = {}
     for name in names:
         with _progress_runner(fmt == "table" and console.is_terminal) as cb:
             results[name] = simulate(name, model, workload, trace=trace,
                                      trace_format=trace_format, n_requests=n_requests,
-                                     rate_per_s=rate_per_s, progress=cb, **opts)
+                                     rate_per_s=rate_per_s, progress=cb,
+                                     trace_options=t_opts, **opts)
     if timeline is not None:
         _write_timeline(results, timeline, timeline_detail, fmt)
     b = results[base]
