@@ -187,3 +187,24 @@ def test_generic_trace_from_the_command_line(tmp_path):
     assert json.loads(r.output)["requests_completed"] == 2
     r = CliRunner().invoke(main, ["run", "--trace-columns", "prompt=in"])
     assert r.exit_code != 0 and "for --trace-format generic" in r.output
+
+
+def test_numbers_print_without_exponents_and_names_are_not_cut():
+    import io
+
+    from rich.console import Console
+
+    import pimserve.report.console as c
+
+    assert c.fmt(42720.3) == "42,720.3" and c.fmt(1e7) == "10,000,000"
+    assert c.fmt(12.3456) == "12.35" and c.fmt(0.000123) == "0.000123"
+    buf = io.StringIO()
+    old = c.console
+    c.console = Console(width=80, file=buf)
+    try:
+        c.print_table("t", ["system", *[f"metric {i}" for i in range(9)]],
+                      [["a100-attacc", *[1.5] * 9], ["a100-hbmpim", *[2.5] * 9]])
+    finally:
+        c.console = old
+    out = buf.getvalue()
+    assert "a100-attacc" in out and "a100-hbmpim" in out

@@ -403,7 +403,13 @@ def _progress_runner(enabled: bool) -> Any:
     """A context manager yielding a progress callback (rich bar on a terminal)."""
     import contextlib
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     @contextlib.contextmanager
     def ctx() -> Any:
@@ -411,7 +417,7 @@ def _progress_runner(enabled: bool) -> Any:
             yield None
             return
         with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total} requests"),
+                      MofNCompleteColumn(), TextColumn("requests"),
                       TimeElapsedColumn(), transient=True) as bar:
             task = bar.add_task("simulating", total=None)
 
@@ -555,7 +561,8 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
         speedup = r.throughput_tok_s / b.throughput_tok_s if b.throughput_tok_s else float("nan")
         eff = (b.energy_per_token_j / r.energy_per_token_j
                if r.energy_per_token_j else float("nan"))
-        rows.append([name, r.throughput_tok_s, speedup, r.tpot_ms["mean"] or float("nan"),
+        rows.append([name, r.throughput_tok_s, speedup, r.ttft_ms["p50"] or float("nan"),
+                     r.tpot_ms["mean"] or float("nan"),
                      r.latency_s["p99"] or float("nan"), r.energy_per_token_j, eff,
                      r.fc_on_gpu_fraction, r.requests_completed, r.requests_rejected])
         out_rows.append({"system": name, "given_as": given_as, "speedup": speedup,
@@ -573,7 +580,7 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
         return
     print_table(
         f"{model} on {b.workload}, baseline {base}",
-        ["system", "tok/s", "speedup", "TPOT ms", "p99 latency s", "J/token",
+        ["system", "tok/s", "speedup", "TTFT p50 ms", "TPOT ms", "p99 latency s", "J/token",
          "energy eff.", "FC on GPU", "completed", "rejected"],
         rows,
     )

@@ -28,7 +28,10 @@ def print_table(
     """Print a rich table; numeric cells are right-aligned."""
     table = Table(title=title, caption=caption or None, header_style="bold")
     for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
+        # the first column names things (systems, kernels): never cut it to "a100..."
+        table.add_column(c, justify="left" if i == 0 else "right", no_wrap=i == 0,
+                         min_width=max((len(fmt(r[0])) for r in rows), default=0)
+                         if i == 0 else None)
     for r in rows:
         table.add_row(*[fmt(v) for v in r])
     console.print(table)
@@ -48,7 +51,11 @@ def fmt(v: Any) -> str:
             return "-"
         if f == 0:
             return "0"
-        if abs(f) >= 1e5 or abs(f) < 1e-3:
+        if abs(f) >= 1e5:
+            return f"{f:,.0f}"  # 42,720, not 4.272e+04
+        if abs(f) >= 1e3:
+            return f"{f:,.1f}"
+        if abs(f) < 1e-3:
             return f"{f:.3g}"
         return f"{f:.4g}"
     return str(v)
