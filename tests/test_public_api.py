@@ -208,3 +208,20 @@ def test_numbers_print_without_exponents_and_names_are_not_cut():
         c.console = old
     out = buf.getvalue()
     assert "a100-attacc" in out and "a100-hbmpim" in out
+
+
+def test_slo_attainment_and_goodput():
+    from pimserve import simulate
+
+    kw = dict(n_requests=100, seed=0)
+    loose = simulate("papi", "llama2-70b", "azure-conv", ttft_slo_ms=1e9, tpot_slo_ms=1e9, **kw)
+    # every completed request meets a loose SLO; the 15 rejected ones (context) count as misses
+    assert loose.requests_rejected == 15
+    assert loose.slo_attainment == pytest.approx(loose.requests_completed / 100)
+    assert loose.goodput_tok_s == pytest.approx(loose.throughput_tok_s)
+    none = simulate("papi", "llama2-70b", "azure-conv", tpot_slo_ms=1e-6, **kw)
+    assert none.slo_attainment == 0.0 and none.goodput_req_s == 0.0
+    p50 = loose.tpot_ms["p50"]
+    mid = simulate("papi", "llama2-70b", "azure-conv", tpot_slo_ms=p50, **kw)
+    assert 0.0 < mid.slo_attainment < loose.slo_attainment
+    assert simulate("papi", "llama2-70b", "azure-conv", **kw).slo_attainment is None

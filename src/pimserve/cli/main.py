@@ -449,6 +449,9 @@ def _summary_rows(r: Any) -> list[list[Any]]:
          if r.tpot_ms["mean"] is not None else "-"],
         ["latency mean / p99 (s)", f"{s(r.latency_s):.4g} / {s(r.latency_s, 'p99'):.4g}"
          if r.latency_s["mean"] is not None else "-"],
+        *([["SLO attainment / goodput (req/s, tok/s)",
+            f"{r.slo_attainment:.3g} / {r.goodput_req_s:.4g} / {r.goodput_tok_s:.4g}"]]
+          if r.slo_attainment is not None else []),
         ["energy (J) / per token (J)", f"{r.energy_j:.4g} / {r.energy_per_token_j:.4g}"],
         ["FC on GPU (FLOP fraction)", r.fc_on_gpu_fraction],
         ["mean RLP / mean TLP", f"{r.mean_rlp:.3g} / {r.mean_tlp:.3g}"],
@@ -552,6 +555,7 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
     if timeline is not None:
         _write_timeline(results, timeline, timeline_detail, fmt)
     b = results[base]
+    slo_cols = b.slo_attainment is not None
     rows = []
     out_rows = []
     for given_as, r in results.items():
@@ -564,7 +568,8 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
         rows.append([name, r.throughput_tok_s, speedup, r.ttft_ms["p50"] or float("nan"),
                      r.tpot_ms["mean"] or float("nan"),
                      r.latency_s["p99"] or float("nan"), r.energy_per_token_j, eff,
-                     r.fc_on_gpu_fraction, r.requests_completed, r.requests_rejected])
+                     r.fc_on_gpu_fraction, r.requests_completed, r.requests_rejected,
+                     *([r.slo_attainment, r.goodput_tok_s] if slo_cols else [])])
         out_rows.append({"system": name, "given_as": given_as, "speedup": speedup,
                          "energy_efficiency": eff, "result": r.to_dict()})
     if out:
@@ -581,7 +586,8 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
     print_table(
         f"{model} on {b.workload}, baseline {base}",
         ["system", "tok/s", "speedup", "TTFT p50 ms", "TPOT ms", "p99 latency s", "J/token",
-         "energy eff.", "FC on GPU", "completed", "rejected"],
+         "energy eff.", "FC on GPU", "completed", "rejected",
+         *(["SLO attain.", "goodput tok/s"] if slo_cols else [])],
         rows,
     )
 

@@ -91,6 +91,12 @@ class RunConfig(Spec):
     )
     moe_router: Literal["uniform", "skewed"] = Field("uniform", description="MoE routing model")
     moe_skew: float = Field(1.0, ge=0, description="Zipf exponent of expert popularity (skewed)")
+    ttft_slo_ms: float | None = Field(
+        None, gt=0, description="TTFT SLO for goodput and SLO attainment, ms (None: none)"
+    )
+    tpot_slo_ms: float | None = Field(
+        None, gt=0, description="TPOT SLO for goodput and SLO attainment, ms (None: none)"
+    )
     seed: int = Field(0, description="seed of the run's one random generator")
     record_steps: bool = Field(
         False, description="keep a per-iteration log (time, RLP, TLP, FC placement) in the result"

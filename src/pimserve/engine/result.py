@@ -70,6 +70,9 @@ class RunResult:
     energy_breakdown_j: dict[str, float] = field(default_factory=dict)
     decode_time_s: float = 0.0
     decode_throughput_tok_s: float = 0.0
+    slo_attainment: float | None = None
+    goodput_req_s: float | None = None
+    goodput_tok_s: float | None = None
     kv_bytes_by_tier: dict[str, float] = field(default_factory=dict)
     attention_time_by_tier_s: dict[str, float] = field(default_factory=dict)
     migrated_bytes: float = 0.0

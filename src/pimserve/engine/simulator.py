@@ -668,6 +668,7 @@ class Simulator:
         cfg = self.cfg.model_dump()
         cfg.update(batching=self.batching, fc_placement=self.policy_name, alpha=self.alpha,
                    alpha_source=self.alpha_source)
+        slo = self._slo(done, out, arrival, t_first, t_done, gen, now)
         return RunResult(
             system=self.system.name,
             model=self.model.name,
@@ -703,8 +704,30 @@ class Simulator:
                    "latency_quantiles": latency_quantiles(
                        ttft_ms=(t_first[done] - arrival[done]) * 1e3, tpot_ms=tpot * 1e3,
                        latency_s=t_done[done] - arrival[done])},
+            **slo,
             **self._kv_fields(acc),
         )
+
+    def _slo(self, done: np.ndarray, out: np.ndarray, arrival: np.ndarray,
+             t_first: np.ndarray, t_done: np.ndarray, gen: np.ndarray, now: float) -> dict:
+        """SLO attainment (share of all requests, rejected and unfinished ones counting as
+        misses, that completed within the TTFT and TPOT SLOs) and goodput (those requests
+        per second and their output tokens per second), as vLLM's benchmarks define them.
+        Empty without SLOs."""
+        ttft_slo, tpot_slo = self.cfg.ttft_slo_ms, self.cfg.tpot_slo_ms
+        if ttft_slo is None and tpot_slo is None:
+            return {}
+        ok = done.copy()
+        if ttft_slo is not None:
+            ok &= np.where(done, (t_first - arrival) * 1e3 <= ttft_slo, False)
+        if tpot_slo is not None:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tpot_ms = np.where(out > 1, (t_done - t_first) / np.maximum(out - 1, 1), 0.0)
+            ok &= np.where(done, tpot_ms * 1e3 <= tpot_slo, False)
+        n = int(ok.sum())
+        return {"slo_attainment": n / len(done) if len(done) else None,
+                "goodput_req_s": n / now if now > 0 else 0.0,
+                "goodput_tok_s": float(gen[ok].sum()) / now if now > 0 else 0.0}
 
     def _kv_fields(self, acc: StepCost) -> dict:
         """KV-hierarchy result fields; one-group systems report their attention group."""
