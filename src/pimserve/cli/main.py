@@ -678,7 +678,8 @@ def workloads(fmt: str) -> None:
               help="let probes pass with requests rejected for KV capacity (still reported)")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="seed of every probe (workload draw and run)")
-@options_from(RunConfig, skip=("seed", "record_steps", "max_iterations"))
+@options_from(RunConfig, skip=("seed", "record_steps", "max_iterations", "ttft_slo_ms",
+                               "tpot_slo_ms"))
 @FORMAT
 def slo_search_cmd(system: str, model: str, workload: str, tpot_slo_ms: float,
                    percentile: str, ttft_slo_ms: float | None, n_requests: int,
