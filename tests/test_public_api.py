@@ -225,3 +225,20 @@ def test_slo_attainment_and_goodput():
     mid = simulate("papi", "llama2-70b", "azure-conv", tpot_slo_ms=p50, **kw)
     assert 0.0 < mid.slo_attainment < loose.slo_attainment
     assert simulate("papi", "llama2-70b", "azure-conv", **kw).slo_attainment is None
+
+
+def test_calibrate_pam_defaults_to_pams_model(monkeypatch):
+    from click.testing import CliRunner
+
+    import pimserve.engine.calibration as cal
+    from pimserve.cli.main import main
+
+    seen = {}
+
+    def fake_xy(spec, model):
+        seen["model"] = model
+        raise cal.ConfigurationError("stop here")
+
+    monkeypatch.setattr(cal, "calibrate_xy", fake_xy)
+    r = CliRunner().invoke(main, ["calibrate", "--system", "pam"])
+    assert r.exit_code != 0 and seen["model"] == "llama3-70b"

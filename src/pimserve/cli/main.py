@@ -594,11 +594,13 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
 
 @main.command()
 @click.option("--system", default="papi", show_default=True, help="system with gpu and fc_pim")
-@click.option("--model", default="llama-65b", show_default=True, help="model name or file")
+@click.option("--model", default=None,
+              help="model name or file  [default: llama3-70b for PAM systems, the model "
+                   "of its evaluation; llama-65b otherwise, PAPI's]")
 @click.option("--max-parallelism", default=512, show_default=True, type=int,
               help="largest RLP x TLP swept")
 @FORMAT
-def calibrate(system: str, model: str, max_parallelism: int, fmt: str) -> None:
+def calibrate(system: str, model: str | None, max_parallelism: int, fmt: str) -> None:
     """Calibrate a system's free parameter: PAPI's alpha (the RLP x TLP where one layer's FC
     is faster on the GPU than on FC-PIM), or, for systems with PAM's KV placement, PAM's x:y
     (a grid search on a long-context calibration workload)."""
@@ -607,7 +609,10 @@ def calibrate(system: str, model: str, max_parallelism: int, fmt: str) -> None:
     from pimserve.specs import load_system
 
     spec = load_system(system)
-    if spec.tiers() and spec.policies.kv.placement == "pam":
+    pam = bool(spec.tiers()) and spec.policies.kv.placement == "pam"
+    if model is None:
+        model = "llama3-70b" if pam else "llama-65b"
+    if pam:
         xy = calibrate_xy(spec, model)
         if fmt == "json":
             print_json({"system": xy.system, "model": xy.model, "x": xy.x, "y": xy.y,
