@@ -339,3 +339,23 @@ def test_gap_closer_skips_headlines_at_zero_or_out_of_reach():
     assert gap_closers([Headline("h", paper=3.0, value=0.0, source="")], sens, params) == []
     # a parameter that barely moves it would need a factor of e^100000: not reported
     assert gap_closers([Headline("h", paper=3.0, value=1.0, source="")], sens, params) == []
+
+
+def test_report_shares_causes_and_marks_missing_headlines_na(tmp_path):
+    from pimserve.experiments.reproduce.common import (
+        Headline,
+        Reproduction,
+        ReproductionResult,
+        render_report,
+    )
+
+    class R(Reproduction):
+        name, title = "x", "X"
+
+    hs = [Headline("a", paper=2.0, value=1.0, source="s", cause="shared cause"),
+          Headline("b", paper=3.0, value=1.0, source="s", cause="shared cause"),
+          Headline("c", paper=3.0, value=float("nan"), source="s", cause="unused")]
+    res = ReproductionResult("x", True, [], hs, [], [], tmp_path, 1.0)
+    text = render_report(R(), res, [])
+    assert text.count("shared cause") == 1  # written once for both headlines
+    assert "n/a (not run)" in text and "unused" not in text

@@ -665,7 +665,10 @@ def render_report(repro: Reproduction, res: ReproductionResult,
               "| headline | paper | pimserve | pimserve / paper | within | source |",
               "|---|---:|---:|---:|:---:|---|"]
     for h in res.headlines:
-        mark = "yes" if h.within else f"**no** (±{h.tolerance:.0%})"
+        if not math.isfinite(h.value):
+            mark = "n/a (not run)"
+        else:
+            mark = "yes" if h.within else f"**no** (±{h.tolerance:.0%})"
         bound = {">=": "> ", "<=": "< "}.get(h.bound, "")
         lines.append(f"| {h.name} | {bound}{_num(h.paper, h.unit)} | {_num(h.value, h.unit)} | "
                      f"{_num(h.ratio)} | {mark} | {h.source} |")
@@ -673,12 +676,16 @@ def render_report(repro: Reproduction, res: ReproductionResult,
     if noted:
         lines += ["", "### How some headlines were computed", ""]
         lines += [f"- **{h.name}**: {h.note}" for h in noted]
-    gaps = [h for h in res.headlines if not h.within]
+    gaps = [h for h in res.headlines if not h.within and math.isfinite(h.value)]
     if gaps:
         lines += ["", "### Causes of the gaps", ""]
-        for h in gaps:
-            lines.append(f"- **{h.name}** ({_num(h.value, h.unit)} vs {_num(h.paper, h.unit)}):"
-                         f" {h.cause or 'not yet explained.'}")
+        by_cause: dict[str, list[Headline]] = {}
+        for h in gaps:  # a cause shared by several headlines is written once
+            by_cause.setdefault(h.cause or "not yet explained.", []).append(h)
+        for cause, hs in by_cause.items():
+            names = "; ".join(f"**{h.name}** ({_num(h.value, h.unit)} vs "
+                              f"{_num(h.paper, h.unit)})" for h in hs)
+            lines.append(f"- {names}: {cause}")
     if params:
         lines += ["", "## Parameters the paper leaves open", "",
                   "| parameter | value | why it is reasonable |", "|---|---|---|"]

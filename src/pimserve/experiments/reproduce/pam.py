@@ -146,7 +146,8 @@ _CAUSE_OFFLINE = (
     "(at most ~1.6 TB). " + _GQA
 )
 _CAUSE_OFFLINE_OPT_WD = (
-    "Above the paper: OPT-175B (no GQA, 4.7 MB of KV per token) on the synthetic Write_doc "
+    "pimserve is above the paper here because OPT-175B (no GQA, 4.7 MB of KV per token) on "
+    "the synthetic Write_doc "
     "(uniform 1,500-8,000-token sequences [INF]) puts ~380 GB in host DRAM at batch 64, which "
     "vLLM-offloading fetches every step (~0.7 s) while PAM's DDR-PIM reads it in place; a "
     "real Write_doc with shorter sequences would spill less."

@@ -41,13 +41,14 @@ TLP_SWEEP = (1, 2, 3, 4, 5, 6, 7, 8)
 LABEL = {"papi": "PAPI", "a100-attacc": "A100+AttAcc", "a100-hbmpim": "A100+HBM-PIM",
          "attacc-only": "AttAcc-only", "papi-pim-only": "PIM-only PAPI"}
 
-# Causes of the known gaps, from the analyses in the issue notes (issue 3) and this report's
+# Causes of the known gaps, from the maintainers' analyses and this report's
 # own sensitivity table. Shown only for headlines outside their tolerance.
 _CAUSE_ATTACC_ONLY = (
     "pimserve prices AttAcc-only's FC kernels on 30 AttAcc 1P1B stacks with the same bank-level "
     "model as FC-PIM: at 1 FLOP/B their compute matches their internal bandwidth, so FC on "
     "them is only ~4x (PU count) slower than on PAPI's 4P1B FC-PIM and, at the RLP x TLP of "
-    "static Dolly batches (<= 256 tokens), within ~2-3x of six A100s. The paper's 11.1x needs "
+    "static Dolly batches (<= 256 tokens), within ~2-3x of six A100s. The paper's speed-ups "
+    "over AttAcc-only (11.1x and 8.1x in section 7.1, 3.0x in the TLP sweep) need "
     "AttAcc-only's FC an order of magnitude slower than this; no published AttAcc parameter "
     "gives that (a power limit caps it at 9/16 of the bandwidth, still far from enough), so the "
     "gap is left, not fitted. It is widened by the layer norms and activation, which PAPI's "
@@ -60,7 +61,7 @@ _CAUSE_ENERGY = (
     "fraction of the per-bit energy. At small RLP x TLP (most of the grid) FC is all on FC-PIM "
     "and the ratio approaches the A100's off-chip-to-in-bank energy ratio; the paper's 3.4x "
     "implies a smaller ratio, i.e. GPU energy per byte lower than AttAcc's table or PIM energy "
-    "higher, which the translated paper does not give."
+    "higher, which the paper does not give."
 )
 _CAUSE_GPU = (
     "At the breakdown point FC-PIM runs FC {fc:.1f}x faster than the six A100s (paper 2.9x): "
