@@ -242,3 +242,29 @@ def test_calibrate_pam_defaults_to_pams_model(monkeypatch):
     monkeypatch.setattr(cal, "calibrate_xy", fake_xy)
     r = CliRunner().invoke(main, ["calibrate", "--system", "pam"])
     assert r.exit_code != 0 and seen["model"] == "llama3-70b"
+
+
+def test_alpha_belongs_to_the_system_and_model_it_was_calibrated_for(tmp_path):
+    import yaml
+
+    from pimserve import simulate
+    from pimserve.engine.calibration import calibrate_alpha
+    from pimserve.specs.catalog import load_system
+
+    d = load_system("papi").model_dump(mode="json")
+    d["name"] = "my-papi"
+    for g in d["groups"]:
+        if g["role"] == "fc_pim":
+            g["count"] = 20  # fewer FC-PIM stacks: FC-PIM loses earlier
+    f = tmp_path / "my-papi.yaml"
+    f.write_text(yaml.safe_dump(d))
+    r = simulate(str(f), "llama-65b", "dolly-creative", n_requests=2)
+    own = calibrate_alpha(load_system(str(f)), "llama-65b").alpha
+    assert own != 48.0 and r.config["alpha"] == own
+    assert any("recalibrated for my-papi" in w for w in r.warnings)
+    # the preset itself, or a renamed copy with the same devices, keeps its alpha silently
+    same = simulate("papi", "llama-65b", "dolly-creative", n_requests=2)
+    assert same.config["alpha"] == 48.0 and not any("recalibrated" in w for w in same.warnings)
+    # an alpha given for the run is the user's: never replaced
+    mine = simulate(str(f), "llama-65b", "dolly-creative", n_requests=2, alpha=7.0)
+    assert mine.config["alpha"] == 7.0

@@ -11,6 +11,7 @@ State is a struct of numpy arrays over all requests; nothing loops over tokens i
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from pimserve.engine.kv import KVHierarchy
 from pimserve.engine.pricing import IterationPricer, StepCost
 from pimserve.engine.result import RunResult, latency_quantiles, summary
 from pimserve.engine.system import BuiltSystem
-from pimserve.errors import ConfigurationError
+from pimserve.errors import ConfigurationError, PimserveError
 from pimserve.policies.fc_placement import FC_PLACEMENT
 from pimserve.policies.speculation import SPECULATION, sample_tokens
 from pimserve.specs.catalog import load_model
@@ -34,6 +35,40 @@ from pimserve.specs.system import SystemSpec
 from pimserve.workload import Requests
 
 PENDING, RUNNING, DONE, REJECTED = 0, 1, 2, 3
+
+
+def _same_calibration(made_for: list[str], system: SystemSpec, model: ModelSpec) -> bool:
+    """Whether an alpha calibrated for ``made_for`` = [system, model] applies: the same model
+    (by name or alias) and either the same system name or the very devices, counts and
+    parallelism of that system (a renamed copy)."""
+    from pimserve.specs.catalog import load_model as _lm
+    from pimserve.specs.catalog import load_system as _ls
+
+    try:
+        if _lm(made_for[1]).name != model.name:
+            return False
+        if made_for[0] == system.name:
+            return True
+        ref = _ls(made_for[0])
+    except PimserveError:
+        return False
+
+    def shape(s: SystemSpec) -> tuple:
+        return (tuple((g.role, g.device, g.count) for g in s.groups
+                      if g.role in ("gpu", "fc_pim")), s.tensor_parallel)
+
+    return shape(ref) == shape(system)
+
+
+@functools.lru_cache(maxsize=64)
+def _calibrate_cached(system_json: str, model_json: str) -> Any:
+    return calibrate_alpha(SystemSpec.model_validate_json(system_json),
+                           ModelSpec.model_validate_json(model_json))
+
+
+def calibrate_alpha_cached(system: SystemSpec, model: ModelSpec) -> Any:
+    """:func:`calibrate_alpha`, memoised by the system's and model's full specs."""
+    return _calibrate_cached(system.model_dump_json(), model.model_dump_json())
 
 
 #: the StepCost fields a run of iterations adds to the run's totals
@@ -61,8 +96,18 @@ class Simulator:
         policy = cfg.fc_placement or system.policies.fc_placement
         alpha = cfg.alpha or system.policies.alpha
         self.alpha_source = system.policies.alpha_source if alpha else ""
+        made_for = system.policies.alpha_calibrated_for
+        if (policy == "papi" and cfg.alpha is None and alpha is not None and made_for
+                and not _same_calibration(made_for, system, model)):
+            cal = calibrate_alpha_cached(system, model)
+            self.warnings.append(
+                f"alpha {alpha:g} was calibrated for system {made_for[0]} with model "
+                f"{made_for[1]}; recalibrated for {system.name} with {model.name}: "
+                f"{cal.alpha:g}"
+            )
+            alpha, self.alpha_source = cal.alpha, cal.how
         if policy == "papi" and alpha is None:
-            cal = calibrate_alpha(system, model)
+            cal = calibrate_alpha_cached(system, model)
             alpha, self.alpha_source = cal.alpha, cal.how
         self.policy_name, self.alpha = policy, alpha
         placement = FC_PLACEMENT.get(policy)(

@@ -70,6 +70,13 @@ class PolicySpec(Spec):
         None, gt=0, description="PAPI threshold on RLP x TLP; None = calibrate at load time"
     )
     alpha_source: str = Field("", description="how alpha was found")
+    alpha_calibrated_for: list[str] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="[system, model] the alpha was calibrated for; a run of another system "
+        "or model calibrates its own (cached) and says so. None: alpha applies as given",
+    )
     kv: KVPolicySpec = Field(
         default_factory=KVPolicySpec, description="KV placement across tiers (PAM)"
     )
