@@ -230,7 +230,7 @@ def test_slo_attainment_and_goodput():
 def test_calibrate_pam_defaults_to_pams_model(monkeypatch):
     from click.testing import CliRunner
 
-    import pimserve.engine.calibration as cal
+    import pimserve.experiments.calibration as cal
     from pimserve.cli.main import main
 
     seen = {}

@@ -2,45 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
+from pimserve.cli.base import FORMAT, main
 from pimserve.cli.options import given, options_from
 from pimserve.engine.config import RunConfig
-from pimserve.errors import ConfigurationError, PimserveError
+from pimserve.errors import ConfigurationError
 
 #: bounds of `pimserve kernels` (its attention kernels hold per-request arrays)
 KERNELS_MAX_RLP = 1_000_000
 KERNELS_MAX_TLP = 4096
 KERNELS_MAX_CONTEXT = 100_000_000
 
-FORMAT = click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="table for people, json for scripts",
-)
-
-
-class Group(click.Group):
-    """Turns PimserveError into one line on stderr and exit status 2 (no traceback)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except PimserveError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="pimserve")
-def main() -> None:
-    """Simulate LLM serving on GPU + processing-in-memory systems (PAPI, PAM)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -604,7 +579,8 @@ def calibrate(system: str, model: str | None, max_parallelism: int, fmt: str) ->
     """Calibrate a system's free parameter: PAPI's alpha (the RLP x TLP where one layer's FC
     is faster on the GPU than on FC-PIM), or, for systems with PAM's KV placement, PAM's x:y
     (a grid search on a long-context calibration workload)."""
-    from pimserve.engine.calibration import calibrate_alpha, calibrate_xy
+    from pimserve.engine.calibration import calibrate_alpha
+    from pimserve.experiments.calibration import calibrate_xy
     from pimserve.report.console import print_json, print_table
     from pimserve.specs import load_system
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pimserve.cli.main import FORMAT, main
+from pimserve.cli.base import FORMAT, main
 
 
 @main.command()

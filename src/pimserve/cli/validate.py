@@ -6,7 +6,7 @@ import os
 
 import click
 
-from pimserve.cli.main import FORMAT, main
+from pimserve.cli.base import FORMAT, main
 
 
 @main.command()
