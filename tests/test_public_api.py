@@ -268,3 +268,17 @@ def test_alpha_belongs_to_the_system_and_model_it_was_calibrated_for(tmp_path):
     # an alpha given for the run is the user's: never replaced
     mine = simulate(str(f), "llama-65b", "dolly-creative", n_requests=2, alpha=7.0)
     assert mine.config["alpha"] == 7.0
+
+
+@pytest.mark.parametrize("folder", ["/proc/pimserve-out", "/dev/full"])
+def test_reproduce_and_plot_refuse_pseudo_filesystems_before_running(folder, tmp_path):
+    from click.testing import CliRunner
+
+    from pimserve.cli.main import main
+
+    r = CliRunner().invoke(main, ["reproduce", "papi", "--quick", "--out", folder])
+    assert r.exit_code == 2 and "pseudo-filesystem" in r.output
+    res = tmp_path / "r.json"
+    CliRunner().invoke(main, ["run", "--requests", "2", "--out", str(res)])
+    r = CliRunner().invoke(main, ["plot", str(res), "--out", folder])
+    assert r.exit_code == 2 and "pseudo-filesystem" in r.output

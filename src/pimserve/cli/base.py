@@ -39,3 +39,27 @@ class Group(click.Group):
 @click.version_option(package_name="pimserve")
 def main() -> None:
     """Simulate LLM serving on GPU + processing-in-memory systems (PAPI, PAM)."""
+
+
+def check_output_folder(folder: str, flag: str = "--out") -> None:
+    """Refuse, before any work, an output folder that cannot be made or written: inside a
+    system pseudo-filesystem (/proc, /sys, /dev), an existing file, or under a folder that
+    is not writable."""
+    import os
+    from pathlib import Path
+
+    from pimserve.errors import ConfigurationError
+
+    real = os.path.realpath(folder)
+    if real.split(os.sep)[1:2] in (["proc"], ["sys"], ["dev"]):
+        raise ConfigurationError(f"{flag} {folder}: inside a system pseudo-filesystem, not a "
+                                 "place for results; give a folder path")
+    p = Path(real)
+    if p.exists() and not p.is_dir():
+        raise ConfigurationError(f"{flag} {folder}: exists and is not a folder")
+    anc = p
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir() or not os.access(anc, os.W_OK):
+        raise ConfigurationError(f"{flag} {folder}: cannot create it under {anc} "
+                                 "(not a writable folder)")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from pimserve.cli.base import FORMAT, main
+from pimserve.cli.base import FORMAT, check_output_folder, main
 from pimserve.cli.options import given, options_from
 from pimserve.engine.config import RunConfig
 from pimserve.errors import ConfigurationError
@@ -752,6 +752,7 @@ def plot(results: str, out_dir: str | None, fmt: str) -> None:
     res = load_results(results)
     src = Path(results)
     folder = Path(out_dir) if out_dir else src.with_name(src.stem + "_plots")
+    check_output_folder(str(folder))
     report = plot_results(res, folder)
     if fmt == "json":
         print_json({"out": str(folder), "files": {k: str(v) for k, v in report.files.items()},

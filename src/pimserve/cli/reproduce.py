@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pimserve.cli.base import FORMAT, main
+from pimserve.cli.base import FORMAT, check_output_folder, main
 
 
 @main.command()
@@ -36,6 +36,7 @@ def reproduce(paper: str, quick: bool, out: str | None, jobs: int | None,
     if jobs is not None and jobs < 1:
         raise ConfigurationError(f"--jobs must be a positive integer (got {jobs})")
     folder = Path(out or f"reproduce-{paper}")
+    check_output_folder(str(folder))
     repro = REPRODUCTIONS.get(paper)()
     res = run_reproduction(repro, folder, quick=quick, jobs=jobs,
                            progress=fmt == "table" and console.is_terminal,
