@@ -431,3 +431,19 @@ def test_locality_single_step_and_validation() -> None:
         locality_stats([])
     with pytest.raises(ValueError, match="probs"):
         locality_stats([np.array([-1.0, 2.0])], kind="probs")
+
+
+def test_partial_elements_is_the_size_of_a_partial():
+    """The engine prices partials by partial_elements; it counts exactly the values of the
+    PartialAttention that local_attention returns (o, m and l)."""
+    import numpy as np
+
+    from pimserve.attention.pamattention import local_attention, partial_elements
+
+    rng = np.random.default_rng(0)
+    h, t, d, n = 4, 2, 16, 40
+    q = rng.normal(size=(h, t, d))
+    k = rng.normal(size=(2, n, d))  # GQA: 2 KV heads for 4 query heads
+    v = rng.normal(size=(2, n, d))
+    part = local_attention(q, k, v, np.arange(n), None)
+    assert part.o.size + part.m.size + part.l.size == partial_elements(h, t, d)

@@ -89,6 +89,7 @@ def test_cli_options_give_a_result_or_a_one_line_error(opt, value):
 
 
 @pytest.mark.parametrize("args", [["run", "--requests", "99999999999999999999999"],
+                                  ["run", "--tlp", "99999999"],
                                   ["kernels", "--context", "99999999999999999999999"]])
 def test_huge_integers_are_one_line_errors(args):
     r = CliRunner().invoke(main, args)

@@ -43,6 +43,7 @@ __all__ = [
     "local_attention",
     "merge",
     "pam_attention",
+    "partial_elements",
     "split_plan",
 ]
 
@@ -65,6 +66,15 @@ class PartialAttention(NamedTuple):
         """Log-sum-exp of the logits, ``m + log(l)``, shape ``(n_q_heads, t_q)``; -inf if empty."""
         with np.errstate(divide="ignore"):
             return np.where(self.l > 0, self.m + np.log(np.where(self.l > 0, self.l, 1.0)), -np.inf)
+
+
+def partial_elements(n_q_heads: int, t_q: int, d: int) -> int:
+    """Values in one :class:`PartialAttention` of ``n_q_heads`` heads x ``t_q`` query tokens:
+    ``o`` (``d`` each) plus ``m`` and ``l`` (one each): ``n_q_heads x t_q x (d + 2)``. The
+    engine prices the partials a tier sends and the merge that combines them by this count
+    (one definition of what a partial is: ``tests/test_attention.py`` checks it against the
+    arrays :func:`local_attention` returns)."""
+    return n_q_heads * t_q * (d + 2)
 
 
 def empty_partial(n_q_heads: int, t_q: int, d: int) -> PartialAttention:

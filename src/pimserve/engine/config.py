@@ -49,11 +49,12 @@ class RunConfig(Spec):
         "auto: static when every request arrives at t=0, else continuous",
     )
     batch: int = Field(16, gt=0, description="static batch size, or max running requests")
-    tlp: int = Field(1, gt=0, description="tokens verified per request per decode step "
-                     "(speculation length; 1 = no speculation)")
+    tlp: int = Field(1, gt=0, le=256, description="tokens verified per request per decode step "
+                     "(speculation length; 1 = no speculation; at most 256)")
     acceptance: float = Field(0.8, ge=0, le=1, description="per-token draft acceptance prob.")
     speculation: str = Field("fixed", description="fixed | dynamic TLP")
-    tlp_max: int = Field(8, gt=0, description="upper bound on TLP for dynamic speculation")
+    tlp_max: int = Field(8, gt=0, le=256,
+                         description="upper bound on TLP for dynamic speculation (at most 256)")
     draft_model: str | None = Field(None, description="draft model priced on the GPU (optional)")
     prefill_chunk: int | None = Field(
         None, gt=0, description="chunked prefill: prompt tokens per request per iteration"

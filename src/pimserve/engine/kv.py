@@ -65,6 +65,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pimserve.attention.pamattention import partial_elements
 from pimserve.engine.config import RunConfig
 from pimserve.engine.system import BuiltSystem
 from pimserve.engine.tables import AttentionTables
@@ -745,7 +746,7 @@ class KVHierarchy:
         x_s = 0.0
         if k > 0 or not self.pamattention:
             m = self.model
-            pb = float(parts) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes)
+            pb = float(parts) * (partial_elements(m.n_heads, q_tokens, m.head_dim) * m.dtype_bytes)
             x_s, x_j = t.partials_out(pb, self.sparse)
             energy += x_j
         return tt, energy, x_s
@@ -936,7 +937,8 @@ class KVHierarchy:
             # tiers merges its t partials (every element of each rescaled and summed once); on
             # one tier the intra-device reduction's result is final
             merged = int(tiers_read[tiers_read >= 2].sum())
-            red_s = float(merged) * m.n_heads * q_tokens * (m.head_dim + 2) / self._hbm_ru
+            red_s = float(merged) * partial_elements(m.n_heads, q_tokens, m.head_dim) \
+                / self._hbm_ru
         by_tier = [L * v for v in tier_time]
         for k, v in enumerate(by_tier):
             self._attn_by_tier[k] += v
@@ -1036,7 +1038,8 @@ class KVHierarchy:
         x_s = 0.0  # (PAMattention: the partials stay on the first tier, HBM-PIM)
         if not self.pamattention:
             x_s, x_j = t.partials_out(
-                float(nsel) * (m.n_heads * q_tokens * (m.head_dim + 2) * m.dtype_bytes), True)
+                float(nsel) * (partial_elements(m.n_heads, q_tokens, m.head_dim)
+                               * m.dtype_bytes), True)
             energy += x_j
         self._attn_by_tier[0] += L * tt  # (one tier: no inter-device reduction)
         rest = self._zero_tail
