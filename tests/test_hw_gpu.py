@@ -268,7 +268,8 @@ def test_allreduce_follows_attacc_formula():
     # step = 6060 + 0.009*16384*600/600 = 6207.456 ns; floor 16384/300 = 54.6 ns; x (6-1)
     c = g.cost(CollectiveKernel("ar", 98_304, 6))
     assert c.time_s == pytest.approx(5 * 6207.456e-9, rel=REL)
-    assert c.energy_j == pytest.approx(98_304 * 10.4e-12, rel=REL)  # 1.3 pJ/bit per GPU
+    # ring traffic of all 6 GPUs: 2 x (6 - 1) x 98,304 B at 1.3 pJ/bit (10.4 pJ/B)
+    assert c.energy_j == pytest.approx(2 * 5 * 98_304 * 10.4e-12, rel=REL)
     # NVLink4 (900 GB/s): step = 6060 + 0.009*16384*600/900 = 6158.304 ns
     h = GPUModel(gpu("h100"))
     assert h.cost(CollectiveKernel("ar", 98_304, 6)).time_s == pytest.approx(5 * 6158.304e-9)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from pimserve.errors import ConfigurationError
 from pimserve.specs.base import Spec
@@ -42,13 +42,16 @@ def parse_steps(value: Any, what: str = "timeline_steps") -> tuple[int, int]:
 class RunConfig(Spec):
     """How a run serves its requests. Each field is a `pimserve run` option of the same name."""
 
+    model_config = ConfigDict(**Spec.model_config, allow_inf_nan=False)  # no inf, no NaN
+
     batching: Literal["auto", "static", "continuous"] = Field(
         "auto",
         description="static: a batch starts together and the next starts when it empties "
         "(PAPI); continuous: admit arrivals every iteration while KV fits (vLLM); "
         "auto: static when every request arrives at t=0, else continuous",
     )
-    batch: int = Field(16, gt=0, description="static batch size, or max running requests")
+    batch: int = Field(16, gt=0, le=10_000_000,
+                       description="static batch size, or max running requests (at most 10^7)")
     tlp: int = Field(1, gt=0, le=256, description="tokens verified per request per decode step "
                      "(speculation length; 1 = no speculation; at most 256)")
     acceptance: float = Field(0.8, ge=0, le=1, description="per-token draft acceptance prob.")
@@ -57,11 +60,13 @@ class RunConfig(Spec):
                          description="upper bound on TLP for dynamic speculation (at most 256)")
     draft_model: str | None = Field(None, description="draft model priced on the GPU (optional)")
     prefill_chunk: int | None = Field(
-        None, gt=0, description="chunked prefill: prompt tokens per request per iteration"
+        None, gt=0, le=100_000_000,
+        description="chunked prefill: prompt tokens per request per iteration",
     )
     fc_placement: str | None = Field(None, description="override the system's FC placement")
     alpha: float | None = Field(None, gt=0, description="override PAPI's alpha")
-    kv_block_tokens: int = Field(16, gt=0, description="KV block size in tokens (PagedAttention)")
+    kv_block_tokens: int = Field(16, gt=0, le=10_000_000,
+                                 description="KV block size in tokens (PagedAttention)")
     kv_placement: str | None = Field(
         None,
         description="override the system's KV placement: single-tier | layered | "
@@ -98,11 +103,13 @@ class RunConfig(Spec):
     tpot_slo_ms: float | None = Field(
         None, gt=0, description="TPOT SLO for goodput and SLO attainment, ms (None: none)"
     )
-    seed: int = Field(0, description="seed of the run's one random generator")
+    seed: int = Field(0, ge=0, le=2**63 - 1,
+                      description="seed of the run's one random generator (0 .. 2^63 - 1)")
     record_steps: bool = Field(
         False, description="keep a per-iteration log (time, RLP, TLP, FC placement) in the result"
     )
-    max_iterations: int | None = Field(None, gt=0, description="stop after this many iterations")
+    max_iterations: int | None = Field(None, gt=0, le=10**15,
+                                       description="stop after this many iterations")
     timeline_steps: tuple[int, int] | None = Field(
         None,
         description="record the schedule of iterations A..B-1 for a timeline (`A:B` or a pair)",

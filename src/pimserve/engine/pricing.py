@@ -374,7 +374,8 @@ class IterationPricer:
             )
         # AttAcc's ring formula, with the link's bandwidth in both directions
         t = allreduce_time_s(nbytes, tp, 2 * link.spec.bw_gbps)
-        return t, nbytes * 8 * link.spec.energy_pj_per_bit * 1e-12 * 2 * (tp - 1) / tp
+        # the same ring traffic as the GPUs' (GPUModel.collective): 2 (tp - 1) x bytes in all
+        return t, nbytes * 8 * link.spec.energy_pj_per_bit * 1e-12 * 2 * (tp - 1)
 
     # ---------------------------------------------------------------- attention
     def attention_table(

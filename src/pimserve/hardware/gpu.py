@@ -102,8 +102,9 @@ L2 and L1 once each, ``flops / 2`` MACs, static power x time.
 the tensor each GPU holds (AttAcc's ``m n db``); with ``N`` participants and chunk
 ``c = bytes / N``: ``time = (N - 1) max(6060 ns + 0.009 ns/B x c x 600 / BW, c / (BW/2))``
 with ``BW = nvlink_gbps`` (both directions, GB/s). ``N <= 1`` or no bytes costs nothing.
-Energy: ``bytes x comm_pj_per_byte`` per GPU (AttAcc charges ``traffic x comm`` per GPU) plus
-static power x time.
+Energy, of all ``N`` GPUs together: a ring moves ``2 (N - 1) / N x bytes`` out of each GPU,
+``2 (N - 1) x bytes`` in all, at ``comm_pj_per_byte``, plus each GPU's static power x time.
+(AttAcc charges ``2 N x bytes``, 8/7 of this for 8 GPUs.)
 """
 
 from __future__ import annotations
@@ -686,7 +687,11 @@ class GPUModel(CostModel):
             return Cost(0.0, 0.0)
         time_s = allreduce_time_s(k.bytes, k.participants, self.spec.nvlink_gbps,
                                   self.spec.allreduce_step_ns)
-        energy_j = k.bytes * self.spec.energy.comm_pj_per_byte * 1e-12 + self._static_j(time_s)
+        # a ring all-reduce moves 2 (N - 1) / N of the tensor out of each of the N GPUs:
+        # 2 (N - 1) x bytes in all, each byte paying the link energy once
+        n = k.participants
+        traffic = 2.0 * (n - 1) * k.bytes
+        energy_j = traffic * self.spec.energy.comm_pj_per_byte * 1e-12 + n * self._static_j(time_s)
         return Cost(time_s, energy_j, 0.0, 0.0, time_s)
 
 

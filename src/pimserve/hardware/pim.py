@@ -31,19 +31,25 @@ so 1P1B (AttAcc) reads one burst per ``t_ccd_mac`` at ``m = 1``; 1P2B (two banks
 one FPU) doubles it; 4P1B (four FPUs share one burst) costs the same for reuse ``m = 1..4`` and
 twice as much for ``m = 5..8``.
 
-**Row cycle.** Each row opened costs ACT and PRE and must stay open ``t_ras``::
+**Row cycle** (:meth:`PIMModel.row_period_s`). With one PU per bank, each row opened costs
+ACT, ``t_rcd`` to the first read, the reads, ``t_rtp`` from the last read to PRE (not before
+``t_ras`` after ACT) and ``t_rp``::
 
-    t_row(b) = max(t_ras, t_act + b x t_burst) + t_rp      (b = bursts read from the row)
+    t_row(b) = max(t_ras, t_act + (b - 1) x t_burst + t_rtp) + t_rp   (b = bursts read from it)
 
-with ``b = columns`` for full rows and the remainder for the last one. Activations are all-bank
-(``activation: all_bank``, AttAcc's ACTAB), so ``t_act = t_rcd`` and tRRD/tFAW do not bind. With
-``activation: per_bank`` every row round activates ``banks_per_rank`` banks one by one::
+with ``b = columns`` for full rows and the remainder for the last one. When a PU takes turns
+over several banks (``banks_per_fpu > 1``), the next bank's row opens while the current one
+streams and a row costs ``b x t_burst``. Activations are all-bank (``activation: all_bank``,
+AttAcc's ACTAB), so ``t_act = t_rcd`` and tRRD/tFAW do not bind. With ``activation:
+per_bank`` every row round activates ``banks_per_rank`` banks one by one::
 
     t_act = max(t_rcd, (banks_per_rank - 1) x t_rrd_s + t_rcd,
                 ceil(banks_per_rank / 4 - 1) x t_faw + t_rcd)
 
-**Refresh.** Streaming time is divided by ``1 - t_rfc / t_refi`` (all-bank refresh blocks every
-bank for ``t_rfc`` once per ``t_refi``).
+**Refresh** (:meth:`PIMModel.refresh_s`). A kernel that keeps the device busy ``T`` holds
+``floor(T / t_refi)`` all-bank refreshes of ``t_rfc + t_rp + t_rcd`` each (solved as a fixed
+point); shorter kernels pay none. Attention pays it over the whole layer through its dataflow
+(:mod:`pimserve.hardware.dataflow`).
 
 **Power cap.** If ``peak_tflops_cap > 0`` the MAC work takes at least ``flops / cap``.
 
