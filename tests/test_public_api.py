@@ -282,3 +282,13 @@ def test_reproduce_and_plot_refuse_pseudo_filesystems_before_running(folder, tmp
     CliRunner().invoke(main, ["run", "--requests", "2", "--out", str(res)])
     r = CliRunner().invoke(main, ["plot", str(res), "--out", folder])
     assert r.exit_code == 2 and "pseudo-filesystem" in r.output
+
+
+@pytest.mark.parametrize("cmd", ["devices", "systems", "workloads", "models"])
+def test_listings_do_not_point_at_files_a_clone_lacks(cmd):
+    from click.testing import CliRunner
+
+    from pimserve.cli.main import main
+
+    out = CliRunner().invoke(main, [cmd, "--format", "json"]).output
+    assert "facts/" not in out and "shared/" not in out

@@ -279,8 +279,8 @@ _register(WorkloadPreset(
     description="ShareGPT-like lengths: lognormals fitted to published statistics, not data "
     "(input mean 111/median 31 in [4, 1024], output mean 320/median 282 in [4, 2048-input]); "
     "static batch",
-    source="published ShareGPT first-turn statistics (vLLM benchmark filter) quoted in "
-    "shared/traces/README.md; lognormal fit, no data file",
+    source="published ShareGPT first-turn statistics (the vLLM serving benchmark's filter: "
+    "input <= 1024, input + output <= 2048 tokens); lognormal fit, no data file",
     arrivals="static",
     lengths=_sharegpt,
 ))  # fmt: skip
