@@ -366,6 +366,7 @@ class Simulator:
                 queue.append(int(order[next_ptr]))
                 next_ptr += 1
             # ---- admission
+            admitted = False  # requests admitted now prefill first: no run of decode steps
             if static:
                 if running.size == 0:
                     short = cfg.batch - len(queue)
@@ -384,6 +385,7 @@ class Simulator:
                     if batch:
                         running = np.asarray(batch, dtype=np.int64)
                         status[running] = RUNNING
+                        admitted = True
             else:
                 if queue and running.size < cfg.batch:
                     used = int(self._blocks(kv[running] + 1).sum()) if running.size else 0
@@ -398,6 +400,7 @@ class Simulator:
                     if new:
                         running = np.concatenate([running, np.asarray(new, dtype=np.int64)])
                         status[new] = RUNNING
+                        admitted = True
             if running.size == 0:
                 if not queue and next_ptr >= len(order):
                     break
@@ -408,7 +411,8 @@ class Simulator:
 
             # ---- a run of decode-only iterations priced at once, where nothing but the
             # context lengths changes between them (then one iteration at a time, below)
-            if self.fast_runs and (tl_hi <= it_count or it_count + 2 <= tl_lo or tl_lo < 0):
+            if self.fast_runs and not admitted and (tl_hi <= it_count or it_count + 2 <= tl_lo
+                                                    or tl_lo < 0):
                 k = self._run_length(running, pre_done, pre_target, out, gen, kv, static,
                                      queue, next_ptr, order, it_count, tl_lo)
                 if k >= 2:
