@@ -117,9 +117,13 @@ class HeadsOverDevices(AttentionDataflow):
     def units_per_request(self, n_kv_heads: int, count: int) -> int:
         return self.sets(n_kv_heads, count)[0]
 
+    @staticmethod
+    def balanced_time(per_request_s: np.ndarray, sets: int) -> float:
+        """Time of requests balanced over ``sets`` replica sets: max(total / sets, longest)."""
+        return max(float(per_request_s.sum()) / sets, float(per_request_s.max()))
+
     def _busy_s(self, unit_s: np.ndarray, n_kv_heads: int, count: int) -> float:
-        sets = self.sets(n_kv_heads, count)[1]
-        return max(float(unit_s.sum()) / sets, float(unit_s.max()))
+        return self.balanced_time(unit_s, self.sets(n_kv_heads, count)[1])
 
     def _busy_rows_s(self, unit_s: np.ndarray, n_kv_heads: int, count: int) -> np.ndarray:
         sets = self.sets(n_kv_heads, count)[1]

@@ -81,10 +81,7 @@ class GroupModel:
         """(head ways, replica sets) of the heads_over_devices dataflow on this group."""
         return HeadsOverDevices.sets(n_kv_heads, self.count)
 
-    @staticmethod
-    def balanced_time(per_request_s: np.ndarray, sets: int) -> float:
-        """Time of requests balanced over ``sets`` replica sets: max(total / sets, longest)."""
-        return max(float(per_request_s.sum()) / sets, float(per_request_s.max()))
+    balanced_time = staticmethod(HeadsOverDevices.balanced_time)
 
     @property
     def dataflow(self) -> AttentionDataflow:
@@ -101,12 +98,13 @@ class GroupModel:
         ways = df.units_per_request(k.n_kv_heads, self.count)
         per = self.device.attention_unit(df.unit_kernel(k, self.count))
         t = np.asarray(per.time_s, dtype=np.float64)
-        if k.op in df.once_ops:
+        once = k.op in df.once_ops  # paid once: the longest request's, not the busiest unit's
+        if once:
             time_s = df.group_time_s(np.zeros(0), float(t.max()), k.n_kv_heads, self.count)
         else:
             time_s = df.group_time_s(t, 0.0, k.n_kv_heads, self.count)
-        busy = float(t.max()) if k.op in df.once_ops else max(time_s, 1e-300)
-        frac = busy / t.sum() if t.sum() > 0 else 0.0
+        # the units' compute and transfer parts scaled to the group's time (memory: the rest)
+        frac = (float(t.max()) if once else time_s) / t.sum() if t.sum() > 0 else 0.0
         compute = float(np.sum(per.compute_s)) * frac
         transfer = float(np.sum(per.transfer_s)) * frac
         return Cost(

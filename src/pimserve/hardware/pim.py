@@ -96,7 +96,6 @@ tokens exceed ``buffer_bytes``, overlap of I/O with MAC commands.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -362,7 +361,7 @@ class PIMModel(CostModel):
         if self.spec.attention_dataflow != "head_per_channel":
             return self._attention_banks(k, refresh=True)
         # one request's KV heads over the channels, ceil(heads / channels) rounds of one head
-        unit = self.attention_unit(replace(k, n_kv_heads=1, n_heads=k.group_size))
+        unit = self.attention_unit(self.dataflow.unit_kernel(k, 1))
         rounds = math.ceil(k.n_kv_heads / self.spec.dram.channels)
         per = 1.0 if k.op == "softmax" else float(rounds)
         busy = unit.time_s * per
@@ -540,13 +539,9 @@ class PIMRooflineModel(PIMModel):
 
     method = "roofline"
 
-    def refresh_s(self, busy_s: Any) -> np.ndarray:
-        """The roofline has no refresh overhead."""
-        return np.zeros_like(_arr(busy_s))
-
-    def refresh_scalar_s(self, busy_s: float) -> float:
-        """The roofline has no refresh overhead."""
-        return 0.0
+    def __init__(self, spec: PIMSpec):
+        super().__init__(spec)
+        self._refresh_each_s = 0.0  # the roofline has no refresh overhead
 
     @property
     def internal_bw_bytes_per_s(self) -> float:
