@@ -137,8 +137,7 @@ class Tier:
     capacity_blocks: int
     compute: bool
     n_bg: int  # bank groups (or SSD channels) per device
-    ways: int
-    sets: int
+    sets: int  # replica sets of the heads_over_devices dataflow
     links: int
     used: int = 0
 
@@ -271,9 +270,9 @@ class KVHierarchy:
             if "weights" in g.holds:
                 cap -= weights * cap / built.weight_capacity_bytes
             blocks = int(max(cap, 0) // self.block_bytes)
-            ways, sets = gm.attention_sets(model.n_kv_heads)
+            sets = gm.attention_sets(model.n_kv_heads)[1]
             self.tiers.append(Tier(g.tier or g.device, gm, blocks, g.compute, _bank_groups(gm),
-                                   ways, sets, g.links or g.count))
+                                   sets, g.links or g.count))
         self.capacity_blocks = sum(t.capacity_blocks for t in self.tiers)
         if self.capacity_blocks < 1:
             raise ConfigurationError(
@@ -660,10 +659,10 @@ class KVHierarchy:
         t = self.tiers[k]
         if selection:
             hd = max(1, round(self.model.head_dim / DS_CHANNEL_RATIO))
-            return self._tables.get(t.group, t.ways, q_tokens, cmax, hd, ("score",))
+            return self._tables.get(t.group, q_tokens, cmax, hd, ("score",))
         # a sparse read gathers selected blocks: scattered runs of a block's tokens
         run = self.block_tokens if self.sparse else 0
-        return self._tables.get(t.group, t.ways, q_tokens, cmax, read_run_tokens=run)
+        return self._tables.get(t.group, q_tokens, cmax, read_run_tokens=run)
 
     def _pair_table(self, k: int, q_tokens: int, cmax: int) -> np.ndarray:
         """Tier ``k``'s costs by tokens ``0 .. size - 1`` (size > ``cmax``) as one array

@@ -91,7 +91,6 @@ class IterationPricer:
         self._fc: dict[tuple, Any] = {}  # memo: FC parts, transfers, draft passes
         self._attn_tables = AttentionTables(built.model)
         self.attn_group = built.attention_group
-        self._ways, self._sets = self.attn_group.attention_sets(self.model.n_kv_heads)
         self._dataflow = self.attn_group.dataflow
         self._once_ops = tuple(o for o in ATTENTION_OPS if o in self._dataflow.once_ops)
         self._stream_ops = tuple(o for o in ATTENTION_OPS if o not in self._dataflow.once_ops)
@@ -157,13 +156,20 @@ class IterationPricer:
         ``ffn_on_attention_pim`` the FFN runs on the GPUs and the attention group at once,
         split by speed: ``1 / (1 / t_gpu + 1 / t_pim)``; the PIM's share adds its energy."""
         rest, proj, ffn, extra_j = self._overlap_parts(fc, m_tokens, ovl)
-        s = max(1, ovl.subbatches)
-        hidden = min(proj, attn_s) * (1.0 - 1.0 / s)
-        if proj <= attn_s:
-            proj -= hidden
-        else:
-            attn_s -= hidden
-        return rest + proj + ffn, attn_s, extra_j
+        fc_s, attn = self._overlap_combine(rest, proj, ffn, attn_s, ovl.subbatches)
+        return float(fc_s), float(attn), extra_j
+
+    @staticmethod
+    def _overlap_combine(rest: float, proj: float, ffn: float, attn_s: Any,
+                         subbatches: int) -> tuple[Any, Any]:
+        """(GPU FC s, attention s) of a layer whose QKV + projection (``proj``) is pipelined
+        with attention in ``subbatches``: the shorter hides behind the longer but for
+        ``min / S``, taken from the shorter one's category; ``attn_s`` a float or an array of
+        iterations (elementwise, the same arithmetic)."""
+        hidden = np.minimum(proj, attn_s) * (1.0 - 1.0 / max(1, subbatches))
+        proj_first = proj <= attn_s
+        fc_s = np.where(proj_first, rest + (proj - hidden) + ffn, rest + proj + ffn)
+        return fc_s, np.where(proj_first, attn_s, attn_s - hidden)
 
     # ---------------------------------------------------------------- runs of iterations
     def decode_run(self, ctx0: np.ndarray, tlp: int, k: int) -> dict[str, np.ndarray]:
@@ -202,11 +208,8 @@ class IterationPricer:
         ovl = self.built.spec.policies.overlap
         if ovl is not None and n_dec and self.built.gpu:
             rest, proj, ffn, ovl_j = self._overlap_parts(fc, m_tok, ovl)
-            hidden = np.minimum(proj, attn_s) * (1.0 - 1.0 / max(1, ovl.subbatches))
-            proj_first = proj <= attn_s
-            fc_gpu_layer_s = np.where(proj_first, rest + (proj - hidden) + ffn,
-                                      rest + proj + ffn)
-            attn_s = np.where(proj_first, attn_s, attn_s - hidden)
+            fc_gpu_layer_s, attn_s = self._overlap_combine(rest, proj, ffn, attn_s,
+                                                           ovl.subbatches)
         ones = np.ones(k)
         out: dict[str, np.ndarray] = {}
         out["fc_gpu_s"] = (L * fc_gpu_layer_s + head.gpu_s) * ones
@@ -235,6 +238,13 @@ class IterationPricer:
                        tp=1, lm_head=False)
         return [k for k in it.fc if k.name != "lm_head"]
 
+    @property
+    def norms_group(self) -> GroupModel:
+        """Where the layer norms and the activation run: the GPUs, or without GPUs the devices
+        that run the FC kernels (near their memory)."""
+        return (self.built.gpu or next(iter(self.built.fc_groups.values()), None)
+                or self.attn_group)
+
     def norms_and_activation(self, m_tokens: int) -> tuple[float, float]:
         """One layer's two layer norms (each with its residual add) and FFN activation for
         ``m_tokens`` tokens: (s, J) (memoised). A norm reads the hidden state and the residual
@@ -253,9 +263,8 @@ class IterationPricer:
         ffn = m.ffn_size * max(1, m.experts_per_token)
         norm_b = 3.0 * m_tokens * m.hidden_size * db
         act_b = 3.0 * m_tokens * ffn / tp * db
-        g = self.built.gpu
-        if g is None:  # no GPUs: on the devices that run the FC kernels, near their memory
-            g = next(iter(self.built.fc_groups.values()), None) or self.attn_group
+        g = self.norms_group
+        if self.built.gpu is None:  # on the devices that run the FC kernels, split over them
             act_b = 3.0 * m_tokens * ffn * db / g.count
             norm_b = norm_b / g.count
         out = (0.0, 0.0)
@@ -383,7 +392,7 @@ class IterationPricer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-request (time, energy) of one layer's attention ``ops`` per placement unit of the
         attention group's dataflow (time without refresh; energy of all units), by context."""
-        return self._attn_tables.get(self.attn_group, self._ways, q_tokens, cmax, ops=ops)
+        return self._attn_tables.get(self.attn_group, q_tokens, cmax, ops=ops)
 
     def decode_attention(self, q_tokens: int, context: np.ndarray) -> tuple[float, float]:
         """One layer's decode attention for requests with ``context`` KV tokens: (s, J)."""
@@ -598,10 +607,9 @@ class IterationPricer:
         # ---- one decoder layer
         pp = self.built.spec.pipeline_parallel
         t = 0.0
-        g0 = self.attn_group
         if norm_act_s > 0:  # the layer's norms, residual adds and activation, drawn as one
-            on = self.built.gpu or next(iter(self.built.fc_groups.values()), None) or g0
-            layer.append([self.track_of(on), "norms+activation", 0.0, norm_act_s / L,
+            layer.append([self.track_of(self.norms_group), "norms+activation", 0.0,
+                          norm_act_s / L,
                           {"kernels": 3}])
             t = norm_act_s / L
         t = self._fc_slices(before, t, layer, pp)

@@ -36,8 +36,7 @@ def layer_attention_kernels(
 class AttentionTables:
     """Per-request (time s, energy J) of one layer's attention, indexed by context tokens: the
     time of one placement unit of the group's dataflow (refresh excluded: the dataflow adds it
-    over the whole kernel), the energy of all of a request's units. ``ways`` is part of the key
-    (the heads_over_devices split the caller uses)."""
+    over the whole kernel), the energy of all of a request's units."""
 
     def __init__(self, model: ModelSpec):
         self.model = model
@@ -46,7 +45,6 @@ class AttentionTables:
     def get(
         self,
         group: GroupModel,
-        ways: int,
         q_tokens: int,
         cmax: int,
         head_dim: int | None = None,
@@ -55,7 +53,7 @@ class AttentionTables:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The table for contexts ``0 .. >= cmax`` (context 0 costs nothing); with
         ``read_run_tokens`` > 0 the context is read as scattered blocks of that many tokens."""
-        key = (id(group), ways, q_tokens, head_dim, ops, read_run_tokens)
+        key = (id(group), q_tokens, head_dim, ops, read_run_tokens)
         tab = self._tables.get(key)
         if tab is None or tab[0].shape[0] <= cmax:
             size = max(cmax + 1, 2 * (tab[0].shape[0] if tab else 1024))
