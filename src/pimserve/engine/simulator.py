@@ -29,7 +29,7 @@ from pimserve.engine.system import BuiltSystem
 from pimserve.errors import ConfigurationError, PimserveError
 from pimserve.policies.fc_placement import FC_PLACEMENT
 from pimserve.policies.speculation import SPECULATION, sample_tokens
-from pimserve.specs.catalog import load_model
+from pimserve.specs.catalog import load_model, load_system
 from pimserve.specs.model import ModelSpec
 from pimserve.specs.system import SystemSpec
 from pimserve.workload import Requests
@@ -41,15 +41,12 @@ def _same_calibration(made_for: list[str], system: SystemSpec, model: ModelSpec)
     """Whether an alpha calibrated for ``made_for`` = [system, model] applies: the same model
     (by name or alias) and either the same system name or the very devices, counts and
     parallelism of that system (a renamed copy)."""
-    from pimserve.specs.catalog import load_model as _lm
-    from pimserve.specs.catalog import load_system as _ls
-
     try:
-        if _lm(made_for[1]).name != model.name:
+        if load_model(made_for[1]).name != model.name:
             return False
         if made_for[0] == system.name:
             return True
-        ref = _ls(made_for[0])
+        ref = load_system(made_for[0])
     except PimserveError:
         return False
 
@@ -129,11 +126,10 @@ class Simulator:
                 f"{', '.join(pam_opts)} set PAM's KV hierarchy, which system {system.name} does "
                 "not have (it has no kv_tier groups); drop them or use a PAM system"
             )
-        placement = cfg.fc_placement or system.policies.fc_placement
-        if cfg.alpha is not None and placement != "papi":
+        if cfg.alpha is not None and policy != "papi":
             raise ConfigurationError(
                 f"alpha is PAPI's FC placement threshold; system {system.name} places FC "
-                f"kernels with '{placement}', which has none (use fc_placement=papi)"
+                f"kernels with '{policy}', which has none (use fc_placement=papi)"
             )
         if self.built.tiers:
             self.kvh = KVHierarchy(self.built, model, cfg, self.rng, max_slots=cfg.batch,
@@ -188,7 +184,7 @@ class Simulator:
     def _run_length(
         self, running: np.ndarray, pre_done: np.ndarray, pre_target: np.ndarray,
         out: np.ndarray, gen: np.ndarray, kv: np.ndarray, static: bool, queue: deque,
-        next_ptr: int, order: np.ndarray, it_count: int, tl_lo: int,
+        it_count: int, tl_lo: int,
     ) -> int:
         """How many decode-only iterations from now can be priced as one run: all running
         requests decode (TLP 1), none finishes before the run's end (the finishing iteration
@@ -221,8 +217,7 @@ class Simulator:
 
     def _apply_run(
         self, run: dict[str, np.ndarray], k: int, starts: np.ndarray, running: np.ndarray,
-        kv: np.ndarray, gen: np.ndarray, acc: StepCost, steps: dict[str, list] | None,
-        kvh: Any,
+        acc: StepCost, steps: dict[str, list] | None,
     ) -> float:
         """Account the first ``k`` iterations of ``run`` as :meth:`run`'s loop would, one
         after another (``np.cumsum`` adds in the same order as the loop); returns the new
@@ -414,7 +409,7 @@ class Simulator:
             if self.fast_runs and not admitted and (tl_hi <= it_count or it_count + 2 <= tl_lo
                                                     or tl_lo < 0):
                 k = self._run_length(running, pre_done, pre_target, out, gen, kv, static,
-                                     queue, next_ptr, order, it_count, tl_lo)
+                                     queue, it_count, tl_lo)
                 if k >= 2:
                     run = self.pricer.decode_run(kv[running] + 1, 1, k)
                     times = run["time_s"]
@@ -424,7 +419,7 @@ class Simulator:
                         t_a = float(arrival[order[next_ptr]])
                         k = min(k, int(np.searchsorted(starts[:k], t_a, side="left")))
                     if k >= 2:
-                        now = self._apply_run(run, k, starts, running, kv, gen, acc, steps, kvh)
+                        now = self._apply_run(run, k, starts, running, acc, steps)
                         rlp_sum += running.size * k
                         tlp_sum += running.size * k
                         dec_only_s = float(np.cumsum(np.concatenate(([dec_only_s],
