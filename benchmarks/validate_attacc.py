@@ -9,17 +9,14 @@ DIR holds the reference CSVs (default: $PIMSERVE_VALIDATION_DATA/attacc, else
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-from pimserve.experiments.validation import validate_attacc
+from pimserve.experiments.validation import default_data_dir, validate_attacc
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    root = os.environ.get("PIMSERVE_VALIDATION_DATA")
-    ap.add_argument("--data", default=os.path.join(root, "attacc") if root
-                    else os.path.join("validation", "attacc"))
+    ap.add_argument("--data", default=default_data_dir())
     args = ap.parse_args()
     t0 = time.perf_counter()
     v = validate_attacc(args.data)

@@ -41,6 +41,50 @@ def main() -> None:
     """Simulate LLM serving on GPU + processing-in-memory systems (PAPI, PAM)."""
 
 
+def _pseudo_filesystem(real_path: str) -> bool:
+    """Whether an absolute, resolved path lies in /proc, /sys or /dev."""
+    import os
+
+    return real_path.split(os.sep)[1:2] in (["proc"], ["sys"], ["dev"])
+
+
+def check_output_paths(**paths: str | None) -> None:
+    """Refuse, before any simulation runs, output files that cannot be written: a folder
+    that does not exist, a device or other non-regular file (``/dev/full``), a read-only
+    file or folder (``/proc/...``), or two options naming the same file. ``paths`` maps
+    option names (``out``, ``timeline``) to the paths given (None: not given)."""
+    import os
+    from pathlib import Path
+
+    from pimserve.errors import ConfigurationError
+
+    seen: dict[str, str] = {}
+    for opt, p in paths.items():
+        if not p:
+            continue
+        flag = "--" + opt.replace("_", "-")
+        path = Path(p)
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ConfigurationError(f"{flag} and {seen[real]} name the same file {p}: each "
+                                     "would overwrite the other")
+        seen[real] = flag
+        parent = path.parent if str(path.parent) else Path(".")
+        if _pseudo_filesystem(real):
+            raise ConfigurationError(f"{flag} {p}: a system pseudo-file, not a place for "
+                                     "results; give a file path")
+        if not parent.is_dir():
+            raise ConfigurationError(f"{flag} {p}: folder {parent} does not exist")
+        if path.exists():
+            if not path.is_file():
+                raise ConfigurationError(f"{flag} {p}: not a regular file (a device, folder "
+                                         "or pipe); give a file path")
+            if not os.access(path, os.W_OK):
+                raise ConfigurationError(f"{flag} {p}: the file is not writable")
+        elif not os.access(parent, os.W_OK):
+            raise ConfigurationError(f"{flag} {p}: folder {parent} is not writable")
+
+
 def check_output_folder(folder: str, flag: str = "--out") -> None:
     """Refuse, before any work, an output folder that cannot be made or written: inside a
     system pseudo-filesystem (/proc, /sys, /dev), an existing file, or under a folder that
@@ -51,7 +95,7 @@ def check_output_folder(folder: str, flag: str = "--out") -> None:
     from pimserve.errors import ConfigurationError
 
     real = os.path.realpath(folder)
-    if real.split(os.sep)[1:2] in (["proc"], ["sys"], ["dev"]):
+    if _pseudo_filesystem(real):
         raise ConfigurationError(f"{flag} {folder}: inside a system pseudo-filesystem, not a "
                                  "place for results; give a folder path")
     p = Path(real)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from pimserve.cli.base import FORMAT, check_output_folder, main
+from pimserve.cli.base import FORMAT, check_output_folder, check_output_paths, main
 from pimserve.cli.options import given, options_from
 from pimserve.engine.config import RunConfig
 from pimserve.errors import ConfigurationError
@@ -315,41 +315,6 @@ def _timeline_window(timeline: str | None, timeline_steps: str | None) -> dict[s
         return {}
     return {"timeline_steps": parse_steps(timeline_steps, "--timeline-steps")
             if timeline_steps is not None else DEFAULT_TIMELINE_STEPS}
-
-
-def check_output_paths(**paths: str | None) -> None:
-    """Refuse, before any simulation runs, output files that cannot be written: a folder
-    that does not exist, a device or other non-regular file (``/dev/full``), a read-only
-    file or folder (``/proc/...``), or two options naming the same file. ``paths`` maps
-    option names (``out``, ``timeline``) to the paths given (None: not given)."""
-    import os
-    from pathlib import Path
-
-    seen: dict[str, str] = {}
-    for opt, p in paths.items():
-        if not p:
-            continue
-        flag = "--" + opt.replace("_", "-")
-        path = Path(p)
-        real = os.path.realpath(path)
-        if real in seen:
-            raise ConfigurationError(f"{flag} and {seen[real]} name the same file {p}: each "
-                                     "would overwrite the other")
-        seen[real] = flag
-        parent = path.parent if str(path.parent) else Path(".")
-        if real.split(os.sep)[1:2] in (["proc"], ["sys"], ["dev"]):
-            raise ConfigurationError(f"{flag} {p}: a system pseudo-file, not a place for "
-                                     "results; give a file path")
-        if not parent.is_dir():
-            raise ConfigurationError(f"{flag} {p}: folder {parent} does not exist")
-        if path.exists():
-            if not path.is_file():
-                raise ConfigurationError(f"{flag} {p}: not a regular file (a device, folder "
-                                         "or pipe); give a file path")
-            if not os.access(path, os.W_OK):
-                raise ConfigurationError(f"{flag} {p}: the file is not writable")
-        elif not os.access(parent, os.W_OK):
-            raise ConfigurationError(f"{flag} {p}: folder {parent} is not writable")
 
 
 def _write_timeline(results: dict[str, Any], timeline: str, detail: Any, fmt: str) -> None:

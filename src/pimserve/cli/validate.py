@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from pimserve.cli.base import FORMAT, main
@@ -21,26 +19,24 @@ from pimserve.cli.base import FORMAT, main
 def validate(reference: str, data: str | None, all_points: bool, fmt: str) -> None:
     """Run every point of a cycle-level REFERENCE that pimserve can express and print
     (point, reference, pimserve, ratio) and the geometric-mean and worst error per section."""
-    from pimserve.experiments.validation import validate_attacc
+    from pimserve.experiments.validation import default_data_dir, validate_attacc
     from pimserve.report.console import print_json, print_table
 
-    if data is None:
-        root = os.environ.get("PIMSERVE_VALIDATION_DATA")
-        data = os.path.join(root, "attacc") if root else os.path.join("validation", "attacc")
+    data = data or default_data_dir()
     v = validate_attacc(data)
     if fmt == "json":
         print_json(v.to_dict())
         return
     pts = v.points
     if not all_points:  # the BA power-limited sweep over L has 127 points: show its ends
-        seen: dict[str, int] = {}
-        keep = []
-        for p in pts:
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
+        for i, p in enumerate(pts):
             stem = p.point.split(" L ")[0]
-            seen[stem] = seen.get(stem, 0) + 1
-            if seen[stem] == 1 or p is [q for q in pts if q.point.split(" L ")[0] == stem][-1]:
-                keep.append(p)
-        pts = keep
+            first.setdefault(stem, i)
+            last[stem] = i
+        ends = set(first.values()) | set(last.values())
+        pts = [p for i, p in enumerate(pts) if i in ends]
     print_table(
         f"pimserve against the AttAcc/Ramulator reference ({data})",
         ["section", "point", "reference (s)", "pimserve (s)", "ratio"],

@@ -101,6 +101,15 @@ class Validation:
         return {"points": [p.to_dict() for p in self.points], "sections": self.sections()}
 
 
+def default_data_dir() -> str:
+    """Where the reference CSVs are looked for without ``--data``:
+    ``$PIMSERVE_VALIDATION_DATA/attacc``, else ``./validation/attacc``."""
+    import os
+
+    root = os.environ.get("PIMSERVE_VALIDATION_DATA")
+    return os.path.join(root, "attacc") if root else os.path.join("validation", "attacc")
+
+
 def _read_csv(folder: Path, name: str) -> list[dict[str, str]]:
     path = folder / name
     if not path.is_file():

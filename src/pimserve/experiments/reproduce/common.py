@@ -478,6 +478,8 @@ class ReproductionResult:
     out: Path
     wall_s: float
     variants: list[dict[str, Any]] = field(default_factory=list)
+    #: per headline outside its tolerance, the parameter factor that closes it (gap_closers)
+    closers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int | None = None,
@@ -545,7 +547,7 @@ def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int 
     figures = repro.figures(rows, out)
     wall = time.perf_counter() - t0
     result = ReproductionResult(repro.name, quick, rows, headlines, sens, figures, out, wall,
-                                var_table)
+                                var_table, gap_closers(headlines, sens, params))
     _write(repro, result, params)
     _drop_scratch()
     return result
@@ -637,7 +639,7 @@ def _write(repro: Reproduction, res: ReproductionResult, params: list[Parameter]
     payload = {"meta": meta, "headlines": [h.to_dict() for h in res.headlines],
                "parameters": [{"name": p.name, "value": p.value, "why": p.why} for p in params],
                "sensitivity": res.sensitivity,
-               "gap_closers": gap_closers(res.headlines, res.sensitivity, params),
+               "gap_closers": res.closers,
                "variants": res.variants,
                "rows": res.rows}
     (out / "results.json").write_text(json.dumps(to_jsonable(payload), indent=1))
@@ -723,7 +725,7 @@ def render_report(repro: Reproduction, res: ReproductionResult,
                 lines.append(f"| {v['variant']}: {v['reading']} | {v['headline']} | "
                              f"{_num(v['base'])} | {_num(v['value'])} | "
                              f"{v['change_pct']:+.1f}% |")
-    closers = gap_closers(res.headlines, res.sensitivity, params)
+    closers = res.closers
     if closers:
         lines += ["", "## The one parameter value that would close each gap", "",
                   "For every headline outside its tolerance and every open parameter, the "
