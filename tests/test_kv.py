@@ -32,17 +32,28 @@ def small_tiers(placement: str = "pam", **kv) -> SystemSpec:
 
 
 def check_invariants(kvh: KVHierarchy, live: dict[int, int]) -> None:
-    """No block lost or duplicated; capacity never exceeded; freed slots hold nothing."""
+    """No block lost or duplicated; capacity never exceeded; freed slots hold nothing. Under
+    the summary model a column stands for ``_wt`` blocks, and the merged blocks' bank-group
+    histogram holds exactly the blocks of the merged columns, tier by tier."""
     used = np.zeros(kvh.n_tiers, dtype=np.int64)
     for req, tokens in live.items():
         s = int(kvh.slot_of[req])
         assert s >= 0
         n = int(kvh.nblk[s])
-        assert n == -(-tokens // kvh.block_tokens)
+        w = kvh._wt[s, :n]
+        assert (w >= 1).all()
+        assert int(w.sum()) == -(-tokens // kvh.block_tokens)
         t = kvh.tier[s, :n]
         assert (t >= 0).all(), "a live block has no tier"
         assert (kvh.tier[s, n:] == -1).all(), "a block beyond the request's length"
-        used += np.bincount(t, minlength=kvh.n_tiers)
+        used += np.bincount(t, weights=w, minlength=kvh.n_tiers).astype(np.int64)
+        if kvh.summary_columns is None:
+            assert (w == 1).all()
+        else:
+            assert n <= 2 * kvh.summary_columns + 4
+            for k in range(kvh.n_tiers):
+                hist = kvh._mh[s, kvh._hoff[k]: kvh._hoff[k + 1]]
+                assert int(hist.sum()) == int(w[(w > 1) & (t == k)].sum())
     live_slots = {int(kvh.slot_of[r]) for r in live}
     for s in set(range(kvh.max_slots)) - live_slots:
         assert (kvh.tier[s] == -1).all(), "a free slot still holds blocks"
@@ -52,11 +63,14 @@ def check_invariants(kvh: KVHierarchy, live: dict[int, int]) -> None:
 
 
 @pytest.mark.parametrize("placement", ["pam", "layered", "layered-sparse"])
-def test_placement_invariants_under_random_serving(placement: str) -> None:
+@pytest.mark.parametrize("kv_model", ["exact", "summary"])
+def test_placement_invariants_under_random_serving(placement: str, kv_model: str) -> None:
     spec, model = small_tiers(placement), load_model("llama3-8b")
     built = BuiltSystem.build(spec, model)
     rng = np.random.default_rng(1)
-    kvh = KVHierarchy(built, model, RunConfig(batch=64), rng, max_slots=64, n_requests=400)
+    # requests of 2,000-30,000 tokens: 125-1,875 blocks, so 128 summary columns merge
+    cfg = RunConfig(batch=64, kv_model=kv_model, kv_summary_columns=128)
+    kvh = KVHierarchy(built, model, cfg, rng, max_slots=64, n_requests=400)
     cap_tokens = kvh.capacity_blocks * kvh.block_tokens
     live: dict[int, int] = {}
     next_id = 0
@@ -81,6 +95,7 @@ def test_placement_invariants_under_random_serving(placement: str) -> None:
             live.pop(i)
         check_invariants(kvh, live)
     assert spilled == {0, 1, 2}, "the test should fill every tier"
+    assert kvh._merged == (kv_model == "summary"), "the summary model should have merged"
     if placement == "pam":
         assert kvh.migrated_bytes > 0
     else:
@@ -252,7 +267,8 @@ def test_importance_is_kept_while_the_kv_spans_tiers() -> None:
     stepping block starts afresh (I = S, whatever it held before), then I = 0.6 S + 0.4 I."""
     spec, model = small_tiers("pam"), load_model("llama3-8b")
     built = BuiltSystem.build(spec, model)
-    kvh = KVHierarchy(built, model, RunConfig(batch=48), np.random.default_rng(1), 48, 100)
+    cfg = RunConfig(batch=48, kv_model="exact")  # (the per-block semantics)
+    kvh = KVHierarchy(built, model, cfg, np.random.default_rng(1), 48, 100)
     ids, tok = np.arange(10), np.full(10, 1000)
     kvh.reserve(ids, tok)
     for _ in range(5):

@@ -60,13 +60,14 @@ def test_kernels_rlp_beyond_the_bound_is_refused():
 
 
 def test_kv_state_beyond_the_bound_is_a_clear_error():
-    """One request of 10^7 tokens at 1-token blocks on PAM: the per-block state would need
-    far more than the bound; the run says so instead of asking numpy for terabytes."""
+    """One request of 10^7 tokens at 1-token blocks on PAM: the exact model's per-block state
+    would need far more than the bound; the run says so instead of asking numpy for terabytes
+    (the summary model, the default, holds a fixed number of columns per request instead)."""
     req = Requests(id=np.arange(1), arrival_s=np.zeros(1), prompt_tokens=np.array([10**7]),
                    output_tokens=np.array([2]))
     with pytest.raises(ConfigurationError, match="GiB of per-block KV state"):
         simulate("pam", "llama3.1-70b", req, kv_block_tokens=1, max_iterations=3,
-                 long_context="allow")
+                 long_context="allow", kv_model="exact")
 
 
 def test_long_context_preset_and_llama31_presets():

@@ -67,6 +67,17 @@ class RunConfig(Spec):
     alpha: float | None = Field(None, gt=0, description="override PAPI's alpha")
     kv_block_tokens: int = Field(16, gt=0, le=10_000_000,
                                  description="KV block size in tokens (PagedAttention)")
+    kv_model: Literal["summary", "exact"] = Field(
+        "summary",
+        description="KV hierarchy state: summary (a request beyond kv_summary_columns blocks "
+        "keeps its cold blocks as weighted columns, each standing for several; per-step cost "
+        "bounded whatever the context) or exact (one column per block; the reference)",
+    )
+    kv_summary_columns: int = Field(
+        1024, ge=32, le=1_000_000,
+        description="columns per request the summary KV model keeps before it merges cold "
+        "blocks (32 .. 10^6; at most this many blocks per request are tracked one by one)",
+    )
     kv_placement: str | None = Field(
         None,
         description="override the system's KV placement: single-tier | layered | "

@@ -52,6 +52,15 @@ A tier with ``compute: false`` (offloading) computes nothing: its blocks are fet
 link to the first tier (the GPU) each step, and the GPU's attention waits for the fetch
 (prefetching overlaps the two: ``max(fetch, compute)``, DeepSpeed-Inference style).
 
+The summary model
+-----------------
+With ``kv_model: summary`` (the default) a request holds at most about
+``kv_summary_columns`` columns: past that, its cold blocks merge into weighted columns (each
+standing for several blocks of one tier; their bank groups kept as a per-request histogram),
+and the step runs :meth:`KVHierarchy._step_summary`, whose cost grows with the columns, not
+the context. Until some request merges, the exact per-block code runs. docs/models.md ("The
+summary KV model") says what is kept, what is sampled, and how far it is from the exact model.
+
 New KV written to tiers other than the first moves over their links (prefill and decode).
 Migrations go over the slower tier's link, through PAM's interface or through the CPU (PAM 6.2:
 the interface is more than 20x faster; the CPU path is priced at 1/20 of the link bandwidth);
@@ -73,7 +82,12 @@ from pimserve.errors import ConfigurationError
 from pimserve.hardware.group import GroupModel
 from pimserve.hardware.pim import PIMModel
 from pimserve.hardware.ssd import SSDPIMModel
-from pimserve.policies.kv_placement import KV_PLACEMENT, KVPlacement, algorithm2
+from pimserve.policies.kv_placement import (
+    KV_PLACEMENT,
+    KVPlacement,
+    algorithm2,
+    algorithm2_stage,
+)
 from pimserve.specs.kv import KVPolicySpec, LocalitySpec
 from pimserve.specs.model import ModelSpec
 
@@ -251,6 +265,14 @@ class KVHierarchy:
         self.migration = cfg.migration or spec.migration
         self.loc: LocalitySpec = spec.locality
         self._draws = _Draws(rng, self.loc.salience_sigma)
+        # the summary model (see "The summary model" in the module docstring): columns per
+        # request before cold blocks merge (None: exact), and the recent columns never merged
+        self.summary_columns: int | None = (
+            cfg.kv_summary_columns if cfg.kv_model == "summary" else None
+        )
+        S = self.summary_columns or 0
+        self._tail_cols = min(int(np.ceil(16 * self.loc.recency_blocks)), S // 4)
+        self._merged = False  # a request's blocks were merged: the weighted paths from now on
 
         groups = built.spec.tiers()
         models = built.tiers
@@ -303,8 +325,22 @@ class KVHierarchy:
         n_codes = 1 + sum(self._bg_total)
         self._n_codes = n_codes
         self._tier_of_code = np.full(n_codes, -1, dtype=np.int8)
+        # each code's replica set: its first code and its bank groups (a merged column's
+        # blocks spread over consecutive bank groups of its set, from its own)
+        self._set_base = np.zeros(n_codes, dtype=np.int64)
+        self._set_nbg = np.ones(n_codes, dtype=np.int64)
         for k, (o, nb) in enumerate(zip(self._bg_off, self._bg_total, strict=True)):
             self._tier_of_code[o: o + nb] = k
+            n_bg = self.tiers[k].n_bg
+            self._set_base[o: o + nb] = o + (np.arange(nb) // n_bg) * n_bg
+            self._set_nbg[o: o + nb] = n_bg
+        # the summary model's histogram of a request's merged blocks by bank group: tier k's
+        # bank groups (of the request's replica set) are columns hoff[k] .. hoff[k + 1] - 1
+        self._hoff = [0, *np.cumsum([t.n_bg for t in self.tiers]).tolist()]
+        self._hcol = np.zeros(n_codes, dtype=np.int64)
+        for k, o in enumerate(self._bg_off):
+            codes = np.arange(o, o + self._bg_total[k])
+            self._hcol[codes] = self._hoff[k] + (codes - self._set_base[codes])
         # --- per-block state, [slot, block] (+ the sentinel row)
         self.max_slots = max_slots
         self._cols = 64
@@ -312,7 +348,12 @@ class KVHierarchy:
         self._bgx = np.zeros((max_slots + 1, self._cols), dtype=code_dtype)
         self._sal = np.zeros((max_slots + 1, self._cols), dtype=np.float32)
         self._imp = np.zeros((max_slots + 1, self._cols), dtype=np.float32)
-        self.nblk = np.zeros(max_slots + 1, dtype=np.int64)
+        # blocks each column stands for (1 until the summary model merges; 1 past a request's
+        # columns, which the masks exclude)
+        self._wt = np.ones((max_slots + 1, self._cols), dtype=np.int64)
+        self._mh = np.zeros((max_slots + 1, self._hoff[-1] if self.summary_columns else 0),
+                            dtype=np.int64)
+        self.nblk = np.zeros(max_slots + 1, dtype=np.int64)  # columns held (= blocks if exact)
         self.slot_of = np.full(max(n_requests, 1), -1, dtype=np.int64)  # request id -> slot
         self._free_slots = list(range(max_slots - 1, -1, -1))
         # --- bank-group activity (greedy mapping): ring of the last `window` steps, by code
@@ -416,9 +457,9 @@ class KVHierarchy:
     MAX_STATE_BYTES = 8 * 2**30
 
     def state_bytes(self, cols: int) -> int:
-        """Bytes the per-block model needs when the longest request holds ``cols`` blocks."""
+        """Bytes the KV state needs when the widest request holds ``cols`` columns."""
         rows = self.max_slots + 1
-        return rows * cols * (2 + 4 + 4) + rows * cols * 6 * 8
+        return rows * cols * (2 + 4 + 4 + 8) + rows * cols * 6 * 8
 
     def _grow(self, cols: int) -> None:
         need = self.state_bytes(cols)
@@ -434,10 +475,11 @@ class KVHierarchy:
         new = min(max(cols, 2 * self._cols), max_cols)
         pad = new - self._cols
 
-        def widen(a: np.ndarray) -> np.ndarray:
-            return np.concatenate([a, np.zeros((a.shape[0], pad), dtype=a.dtype)], axis=1)
+        def widen(a: np.ndarray, fill: int = 0) -> np.ndarray:
+            return np.concatenate([a, np.full((a.shape[0], pad), fill, dtype=a.dtype)], axis=1)
 
         self._bgx, self._sal, self._imp = widen(self._bgx), widen(self._sal), widen(self._imp)
+        self._wt = widen(self._wt, 1)
         self._cols = new
 
     def _recency_rows(self, n: np.ndarray) -> np.ndarray:
@@ -508,7 +550,13 @@ class KVHierarchy:
         cm = int(self.nblk[s].max())
         if cm:
             t = self._tier_of_code[self._bgx[s, :cm]]
-            counts = np.bincount(t.ravel() + 1, minlength=self.n_tiers + 1).tolist()
+            w = None
+            if self._merged:
+                w = self._wt[s, :cm].ravel()
+                self._wt[s, :cm] = 1
+                self._mh[s] = 0
+            counts = np.bincount(t.ravel() + 1, weights=w,
+                                 minlength=self.n_tiers + 1).astype(np.int64).tolist()
             for k in range(self.n_tiers):
                 if counts[k + 1]:
                     self._use(k, -counts[k + 1])
@@ -581,6 +629,8 @@ class KVHierarchy:
         time (s) of the new KV written to tiers other than the first."""
         if reqs.size == 0:
             return 0.0
+        if self._summarise(tokens):
+            return self._reserve_summary(reqs, tokens)[0]
         return self._reserve(reqs, tokens)[0]
 
     def _reserve(
@@ -764,6 +814,8 @@ class KVHierarchy:
         if reqs.size == 0:
             self.steps += 1  # (the residency sums credit it at the tiers' next change)
             return KVStep(by_tier_s=(0.0,) * nt)
+        if self._merged or (reserve and self._summarise(context)):
+            return self._step_summary(reqs, context, q_tokens, reserve)
         write_s = 0.0
         if self._one_tier_ok and self._fast_one_tier:
             out = self._step_one_tier(reqs, context, q_tokens, reserve, blocks)
@@ -1079,6 +1131,497 @@ class KVHierarchy:
             link_s += nbytes / bw
         return link_s
 
+    # ------------------------------------------------------------------ the summary model
+    def _summarise(self, tokens: np.ndarray) -> bool:
+        """Whether a request holding ``tokens`` needs the summary model's merged columns (the
+        summary model is on and some request would hold more than its columns)."""
+        S = self.summary_columns
+        if S is None:
+            return False
+        if self._merged:
+            return True
+        return int(np.max(tokens)) > S * self.block_tokens
+
+    def _blocks_held(self, slots: np.ndarray, C: int) -> np.ndarray:
+        """Blocks each of ``slots`` holds (its columns' weights summed)."""
+        nc = self.nblk.take(slots, mode="wrap")
+        if not self._merged:
+            return nc.copy()
+        valid = np.arange(C) < nc[:, None]
+        return np.add.reduce(self._wt[slots, :C] * valid, axis=1)
+
+    def _reserve_summary(
+        self, reqs: np.ndarray, tokens: np.ndarray
+    ) -> tuple[float, np.ndarray]:
+        """:meth:`_reserve` for the summary model: new blocks are appended as columns of one
+        block (as the exact model's), at most ``2 x summary_columns`` columns per request at
+        a time, and a request over ``summary_columns`` columns merges its cold ones
+        (:meth:`_coarsen`) after each round. When some request needs more than one round
+        (a long prompt), the requests take their rounds one after the other, so that the
+        tiers fill in the exact model's order (request by request). Returns (link time s,
+        the requests' slots)."""
+        S = self.summary_columns
+        assert S is not None
+        B = self.block_tokens
+        slots = self._slots(reqs)
+        tok = np.asarray(tokens, dtype=np.int64)
+        need = (tok + (B - 1)) // B
+        C = int(self.nblk[slots].max()) if slots.size else 0
+        rem = np.maximum(need - self._blocks_held(slots, max(C, 1)), 0)
+        if not rem.size or int(rem.max()) <= 0:
+            return 0.0, slots
+        nc = self.nblk[slots]
+        if int((rem - (2 * S - nc)).max()) <= 0:  # one round for all
+            write_s = self._reserve(reqs, (nc + rem) * B)[0]
+            for i in np.flatnonzero(self.nblk[slots] > S).tolist():
+                self._coarsen(int(slots[i]))
+            return write_s, slots
+        write_s = 0.0
+        for i in np.flatnonzero(rem).tolist():
+            r, slot, left = reqs[i: i + 1], int(slots[i]), int(rem[i])
+            while left > 0:
+                have = int(self.nblk[slot])
+                g = min(left, max(2 * S - have, 0))
+                write_s += self._reserve(r, np.array([(have + g) * B]))[0]
+                left -= g
+                if self.nblk[slot] > S:
+                    self._coarsen(slot)
+        return write_s, slots
+
+    def _coarsen(self, slot: int) -> None:
+        """Merge cold columns of ``slot`` until it holds ``S - (S - tail) / 4`` columns.
+
+        Column 0 (the attention sink) and the last ``tail`` columns (the recency boost's
+        reach) are never merged. Among the rest, whose recency boost is negligible and whose
+        order therefore does not matter, pairs of columns on the same tier merge, lightest
+        pairs first: the merged column stands for both columns' blocks (weights summed) and
+        keeps one of them as its sample (salience, importance, bank group), chosen with
+        probability proportional to its weight, so that the weighted distribution of
+        saliences over blocks stays an unbiased sample of the exact model's. Pairs are
+        neighbours in salience on one tier, the coldest first: the blocks the sparse
+        attention reads stay columns of their own (with their own bank groups) for as long
+        as the columns allow. The merged blocks' bank groups are kept as a histogram per
+        request (:meth:`_merged_bank_group`)."""
+        S = self.summary_columns
+        assert S is not None
+        F = self._tail_cols
+        target = S - (S - F) // 4  # a quarter of the cold columns freed per call
+        self._merged = True
+        while True:
+            nc = int(self.nblk[slot])
+            lo, hi = 1, nc - F
+            excess = nc - target
+            if excess <= 0 or hi - lo < 2:
+                return
+            codes = self._bgx[slot, lo:hi]
+            tiers = self._tier_of_code[codes]
+            w = self._wt[slot, lo:hi]
+            sal = self._sal[slot, lo:hi]
+            order = np.lexsort((sal, tiers))
+            ts = tiers[order]
+            m = ts.size
+            first = np.searchsorted(ts, ts, "left")
+            i = np.arange(m - 1)
+            cand = i[((i - first[:-1]) % 2 == 0) & (ts[1:] == ts[:-1])]
+            if cand.size == 0:
+                return
+            if cand.size > excess:  # the coldest pairs (by the warmer of the two)
+                warm = sal[order[cand + 1]]
+                cand = np.sort(cand[np.argsort(warm, kind="stable")[:excess]])
+            a, b = order[cand], order[cand + 1]
+            wa, wb = w[a], w[b]
+            for side, ws in ((a, wa), (b, wb)):  # single blocks join the merged blocks
+                one = side[ws == 1]
+                np.add.at(self._mh[slot], self._hcol[codes[one]], 1)
+            u = self._draws.uniform(a.size)
+            keep_b = u * (wa + wb) >= wa  # the sample is b's with probability wb / (wa + wb)
+            row = slice(lo, hi)
+            for arr in (self._sal, self._imp, self._bgx):
+                seg = arr[slot, row]
+                seg[a] = np.where(keep_b, seg[b], seg[a])
+            w = w.copy()
+            w[a] = wa + wb
+            keep = np.ones(m, dtype=bool)
+            keep[b] = False
+            new_nc = 1 + int(keep.sum()) + F
+            for arr, fill in ((self._sal, 0), (self._imp, 0), (self._bgx, 0), (self._wt, 1)):
+                seg = arr[slot, lo:hi] if arr is not self._wt else w
+                kept = seg[keep]
+                tail = arr[slot, hi:nc].copy()
+                arr[slot, lo: lo + kept.size] = kept
+                arr[slot, lo + kept.size: new_nc] = tail
+                arr[slot, new_nc:nc] = fill
+            self.nblk[slot] = new_nc
+
+    def _drift_summary(self, slots: np.ndarray) -> None:
+        """:meth:`_drift` on weighted columns: ``Binomial(blocks, drift_per_step)`` blocks,
+        each drawn uniformly over the step's blocks, redraw their salience. A block of a
+        merged column leaves it as a column of its own (new salience, the column's
+        importance, the bank group of one of the request's merged blocks on its tier, drawn
+        without replacement from the request's histogram), as in the exact model one block of
+        the several redraws. At most ``summary_columns / 8`` blocks per request leave merged
+        columns per step (a request of more than ``summary_columns / (8 x drift_per_step)``
+        blocks loses the rest of its merged blocks' redraws), and a merged column keeps at
+        least one block."""
+        loc = self.loc
+        if not (loc.drift_per_step > 0 and loc.salience_sigma > 0):
+            return
+        nc = self.nblk.take(slots, mode="wrap")
+        C = max(int(nc.max()), 1)
+        wt = (self._wt[slots, :C] * (np.arange(C) < nc[:, None])).ravel()
+        cum = np.cumsum(wt)
+        nv = int(cum[-1])
+        k = self.rng.binomial(nv, loc.drift_per_step) if nv else 0
+        if not k:
+            return
+        u = self._draws.uniform(k)
+        flat = np.minimum(cum.searchsorted((u * nv).astype(np.int64), "right"), wt.size - 1)
+        new = self._draws.lognormal(k).copy()
+        one = wt[flat] == 1
+        r, c = np.divmod(flat[one], C)
+        self._sal[slots[r], c] = new[one]
+        if one.all():
+            return
+        # blocks leaving merged columns: per column at most its weight - 1, per request at
+        # most summary_columns / 8
+        fm, nm = flat[~one], new[~one]
+        cols, hits = np.unique(fm, return_counts=True)
+        hits = np.minimum(hits, wt[cols] - 1)
+        cap = max(1, (self.summary_columns or 0) // 8)
+        rr, cc = np.divmod(cols, C)
+        for i in np.unique(rr).tolist():
+            mine = np.flatnonzero(rr == i)
+            take = hits[mine]
+            over = np.cumsum(take) - cap
+            if over[-1] > 0:
+                take = np.maximum(take - np.maximum(over, 0), 0)
+                take = np.minimum(take, hits[mine])
+            keep = take > 0
+            mine, take = mine[keep], take[keep]
+            if not mine.size:
+                continue
+            self._split_blocks(int(slots[i]), cc[mine], take,
+                               [nm[np.flatnonzero(fm == cols[j])[:t]]
+                                for j, t in zip(mine.tolist(), take.tolist(), strict=True)])
+        for i in np.flatnonzero(self.nblk[slots] > (self.summary_columns or 0)).tolist():
+            self._coarsen(int(slots[i]))
+
+    def _split_blocks(
+        self, row: int, cols: np.ndarray, n_out: np.ndarray, sals: list[np.ndarray]
+    ) -> None:
+        """``n_out[i]`` blocks leave merged column ``cols[i]`` of slot ``row``, each as a
+        column of one block with salience from ``sals[i]``, the column's importance and a
+        bank group drawn from the request's histogram on the column's tier; the new columns
+        go in at position 1, among the cold ones (whose order does not matter). A merged
+        column left with one block takes its own bank group from the histogram too."""
+        nc = int(self.nblk[row])
+        total = int(n_out.sum())
+        if nc + total > self._cols:
+            self._grow(nc + total)
+            self._build_recency()
+        codes = np.empty(total, dtype=np.int64)
+        pos = 0
+        for col, n in zip(cols.tolist(), n_out.tolist(), strict=True):
+            codes[pos: pos + n] = self._merged_bank_group(row, int(self._bgx[row, col]), n)
+            pos += n
+        src = np.repeat(cols, n_out)
+        self._wt[row, cols] -= n_out
+        new_sal = np.concatenate(sals).astype(np.float32)
+        new_imp = self._imp[row, src]
+        for arr, vals in ((self._sal, new_sal), (self._imp, new_imp), (self._bgx, codes),
+                          (self._wt, np.ones(total, dtype=np.int64))):
+            rest = arr[row, 1:nc].copy()
+            arr[row, 1: 1 + total] = vals
+            arr[row, 1 + total: nc + total] = rest
+        self.nblk[row] = nc + total
+        left_one = cols[self._wt[row, cols + total] == 1] + total
+        for col in left_one.tolist():
+            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1,
+                                           float(self._draws.uniform(1)[0]))
+            self._bgx[row, col] = int(last[0])
+
+    def _merged_bank_group(
+        self, row: int, code: int, n: int, u: float | None = None
+    ) -> np.ndarray:
+        """Codes of ``n`` blocks that leave the merged blocks of slot ``row`` on ``code``'s
+        tier, drawn without replacement from the request's histogram (by ``u`` when one
+        block), and taken off it."""
+        k = int(self._tier_of_code[code])
+        lo, hi = self._hoff[k], self._hoff[k + 1]
+        h = self._mh[row, lo:hi]
+        base = int(self._set_base[code])
+        tot = int(h.sum())
+        if tot <= 0:  # (not reached: the histogram holds every merged block)
+            return np.full(n, code, dtype=np.int64)
+        if n == 1:
+            x = float(self._draws.uniform(1)[0]) if u is None else u
+            j = int(np.searchsorted(np.cumsum(h), int(x * tot), "right"))
+            h[j] -= 1
+            return np.array([base + j], dtype=np.int64)
+        take = self.rng.multivariate_hypergeometric(h, min(n, tot))
+        h -= take
+        return base + np.repeat(np.arange(h.size), take)
+
+    def _loads(self, slots: np.ndarray, bgs: np.ndarray, selw: np.ndarray) -> np.ndarray:
+        """Blocks read per bank-group code this step: a column of one block loads its bank
+        group; of a request's merged blocks on a tier, those the step reads are a sample of
+        its histogram there (each bank group's count thinned binomially by the fraction
+        read), as the exact model reads particular blocks on particular bank groups."""
+        n = self._n_codes
+        wt = self._wt[slots, : bgs.shape[1]]
+        single = (selw > 0) & (wt == 1)
+        act = np.bincount(bgs[single], minlength=n)
+        multi = (selw > 0) & (wt > 1)
+        if not multi.any():
+            return act
+        r, c = np.nonzero(multi)
+        codes = bgs[r, c]
+        tier = self._tier_of_code[codes]
+        for k in np.unique(tier).tolist():
+            on = tier == k
+            # blocks read from merged columns, per request on this tier
+            m = np.bincount(r[on], weights=selw[r[on], c[on]], minlength=slots.size)
+            rows = np.flatnonzero(m)
+            h = self._mh[slots[rows], self._hoff[k]: self._hoff[k + 1]]
+            tot = np.maximum(h.sum(axis=1), 1)
+            share = self.rng.binomial(h, np.minimum(m[rows] / tot, 1.0)[:, None])
+            first = codes[on][np.searchsorted(r[on], rows)]
+            base = self._set_base[first]
+            idx = base[:, None] + np.arange(h.shape[1])
+            act += np.bincount(idx.ravel(), weights=share.ravel(), minlength=n).astype(np.int64)
+        return act
+
+    def _step_summary(
+        self, reqs: np.ndarray, context: np.ndarray, q_tokens: int, reserve: bool
+    ) -> KVStep:
+        """:meth:`step` on the summary model's weighted columns: the same rules, with each
+        column counted as the blocks it stands for (selection by weight, reads and residency
+        per tier, bank-group loads, the importance normalisation, Algorithm 2). Per-step cost
+        grows with the columns held (at most about twice ``summary_columns`` per request),
+        not with the context."""
+        nt = self.n_tiers
+        write_s = 0.0
+        if reserve:
+            write_s, slots = self._reserve_summary(reqs, context)
+        else:
+            slots = self._slots(reqs)
+        self.steps += 1
+        m = self.model
+        L = m.n_layers
+        tiers = self.tiers
+        R = reqs.size
+        self._drift_summary(slots)
+        nc = self.nblk.take(slots, mode="wrap")
+        C = max(int(nc.max()), 1)
+        if self._wcols != self._cols:
+            self._build_recency()
+        valid = np.arange(C) < nc[:, None]
+        wt = self._wt[slots, :C] * valid
+        nb = np.add.reduce(wt, axis=1)  # blocks each request holds
+        used = [k for k, t in enumerate(tiers) if t.used > 0]
+        single = len(used) <= 1
+        s = self._sal[slots, :C] * self._recw[nc, :C]
+        if not self._sink_folded:
+            s[:, 0] *= self.loc.sink_boost
+        s *= valid
+        track = self._need_imp and not single
+        if self._need_imp and single:
+            self._imp_stale = True
+        if track:
+            tot = np.maximum(np.add.reduce(s * wt, axis=1), _TINY32)
+            sn = s / tot[:, None]
+            if self._imp_stale:
+                self._imp.fill(0.0 if self._positive_scores else np.nan)
+                self._imp_stale = False
+            imp = self._imp[slots, :C]
+            fresh = imp == 0 if self._positive_scores else np.isnan(imp)
+            imp = imp * (1.0 - self.lam) + sn * self.lam
+            np.copyto(imp, sn, where=fresh)
+            imp *= valid
+            self._imp[slots, :C] = imp
+        bgs = self._bgx[slots, :C]
+        if self.sparse:
+            k = np.maximum(np.ceil(nb / self.ratio).astype(np.int64), 1)
+            order = np.argsort(-s, axis=1, kind="stable")
+            ss = np.take_along_axis(s, order, axis=1)
+            cw = np.cumsum(np.take_along_axis(wt, order, axis=1), axis=1)
+            ar = np.arange(R)
+            pos = np.minimum(np.add.reduce(cw < k[:, None], axis=1), C - 1)
+            thr = ss[ar, pos]
+            sel = (s >= thr[:, None]) & valid
+            kread = np.minimum(k, nb)
+            selw = wt * sel
+            # the column at the threshold gives only the blocks still needed (a merged
+            # column stands for blocks of several scores: its best ones are read)
+            edge = order[ar, pos]
+            before = cw[ar, pos] - wt[ar, edge]
+            selw[ar, edge] = np.where(sel[ar, edge], np.maximum(kread - before, 0), 0)
+        else:
+            sel = valid
+            kread = nb
+            selw = wt * sel
+        self.resident_blocks += float(nb.sum())
+        self.read_blocks += float(kread.sum())
+        ctx = np.asarray(context, dtype=np.int64)
+        self._ring = ring = (self._ring + 1) % self.window
+        self._act_version += 1
+        self._act_sum -= self._act[ring]
+        self._act[ring] = act_now = self._loads(slots, bgs, selw)
+        for a, b in self._offload_cols:
+            act_now[a:b] = 0
+        self._act_sum += act_now
+        slowest = fetch_s = energy = comm_s = 0.0
+        fetched_tokens = None
+        tier_time = [0.0] * nt
+        tier_x = [0.0] * nt
+        tb = self._tier_of_code.take(bgs, mode="wrap")
+        B = self.block_tokens
+        merging = self.pamattention and self._hbm_ru > 0 and not single
+        tiers_read = np.zeros(R, dtype=np.int64)
+        cnt = np.empty((2, R), dtype=np.int64)
+        read_on = {}
+        for k in used:
+            t = tiers[k]
+            on_k = tb == k
+            cnt[0] = np.add.reduce(selw * on_k, axis=1)  # blocks read on tier k
+            cnt[1] = np.add.reduce(wt * on_k, axis=1)
+            read_on[k] = cnt[0].copy()
+            nr = int(cnt[0].sum())
+            if not nr:
+                continue
+            tiers_read += cnt[0] > 0
+            parts = np.count_nonzero(cnt[0]) if self.pamattention else nr
+            if not t.compute:
+                tok = np.minimum((cnt[0] if self.sparse else cnt[1]) * B, ctx)
+                nbytes = float(tok.sum()) * m.kv_bytes_per_token / L
+                fetch_s = max(fetch_s, t.link_time(nbytes))
+                energy += t.link_energy(nbytes)
+                fetched_tokens = tok if fetched_tokens is None else fetched_tokens + tok
+                continue
+            tt, energy, x_s = self._price(k, cnt, nr, parts, slots, ring, q_tokens,
+                                          int(nb.max()) * B, ctx, energy)
+            tier_time[k] = tt
+            tier_x[k] = x_s
+            slowest = max(slowest, tt + x_s)
+        if fetched_tokens is not None and fetched_tokens.any():
+            first = tiers[0]
+            on0 = read_on.get(0, np.zeros(R, dtype=np.int64))
+            tok0 = np.minimum(on0 * B, ctx) + fetched_tokens
+            tab_t, tab_e = self._table(0, q_tokens, int(tok0.max()), False)
+            t0 = first.with_refresh(GroupModel.balanced_time(tab_t[tok0], first.sets))
+            energy += float(tab_e[tok0].sum())
+            tier_time[0] = t0
+            slowest = max(slowest, t0)
+            comm_s += max(0.0, fetch_s - slowest)
+        red_s = 0.0
+        if merging:
+            merged = int(tiers_read[tiers_read >= 2].sum())
+            red_s = float(merged) * partial_elements(m.n_heads, q_tokens, m.head_dim) \
+                / self._hbm_ru
+        by_tier = [L * v for v in tier_time]
+        for k, v in enumerate(by_tier):
+            self._attn_by_tier[k] += v
+        out = KVStep(write_s=write_s, attention_s=L * (slowest + red_s), attention_j=L * energy,
+                     communication_s=L * comm_s, by_tier_s=tuple(by_tier),
+                     partials_by_tier_s=tuple(L * v for v in tier_x), reduction_s=L * red_s,
+                     fetch_s=L * fetch_s)
+        if self.scheduling and nt > 1 and not single:
+            out.migration_s = self._rebalance_summary(slots)
+        return out
+
+    def _rebalance_summary(self, slots: np.ndarray) -> float:
+        """Algorithm 2 over the stepping requests' weighted columns, one stage after the other
+        (:func:`~pimserve.policies.kv_placement.algorithm2_stage`); a column of which only
+        some blocks move splits in two. Returns the migration time (s)."""
+        link_s = 0.0
+        for stage in ("a", "b"):
+            C = max(int(self.nblk[slots].max()), 1)
+            bgs = self._bgx[slots, :C]
+            tb = self._tier_of_code[bgs]
+            valid = tb >= 0
+            rows, cols = np.nonzero(valid)
+            rows = slots[rows]
+            w = self._wt[slots, :C][valid]
+            cap = max(64, int(MAX_SWAP_FRACTION * int(w.sum())))
+            fa, fb, fast = algorithm2_stage(self._imp[slots, :C][valid], tb[valid].astype(
+                np.int64), w, self.x, self.y, cap, stage)
+            if not fa.size:
+                continue
+            slow = 2 if stage == "a" else 1
+            splits = []
+            for e, new_tier in ((fa, slow), (fb, fast)):
+                u, moved = np.unique(e, return_counts=True)
+                # every moving block mapped at once, as the exact model maps a step's swaps
+                br = np.repeat(rows[u], moved)
+                codes = np.asarray(self._map(new_tier, br, np.arange(br.size))).ravel()
+                if codes.size < br.size:
+                    codes = np.resize(codes, br.size)
+                whole = (moved == w[u]) & (w[u] == 1)
+                uw = u[whole]
+                first = np.cumsum(moved) - moved
+                if uw.size:
+                    self._bgx[rows[uw], cols[uw]] = codes[first[whole]]
+                for j in np.flatnonzero(~whole).tolist():
+                    i, n_moved = int(u[j]), int(moved[j])
+                    splits.append((int(rows[i]), int(cols[i]), n_moved,
+                                   codes[first[j]: first[j] + n_moved]))
+            shift: dict[int, int] = {}  # columns inserted per row so far (each shifts it)
+            for row, col, n_moved, new_codes in splits:
+                inserts = n_moved < int(self._wt[row, col + shift.get(row, 0)])
+                self._move_merged(row, col + shift.get(row, 0), new_codes)
+                if inserts:
+                    shift[row] = shift.get(row, 0) + 1
+            nbytes = 2.0 * fa.size * self.block_bytes
+            self.migrated_bytes += nbytes
+            bw = self.tiers[slow].link_bytes_per_s or self.tiers[0].link_bytes_per_s
+            if bw <= 0:
+                continue
+            if self.migration == "cpu":
+                bw /= CPU_MIGRATION_SLOWDOWN
+            link_s += nbytes / bw
+        return link_s
+
+    def _move_merged(self, row: int, col: int, new: np.ndarray) -> None:
+        """Blocks of merged column ``col`` of slot ``row`` move to the bank-group codes
+        ``new`` (another tier's, one per block, from the mapping): their bank groups leave
+        the request's histogram on the old tier (several that stay merged on the new one
+        join its histogram there); all of the column moves in place, part of it splits
+        off."""
+        old = int(self._bgx[row, col])
+        w = int(self._wt[row, col])
+        n_moved = int(new.size)
+        self._merged_bank_group(row, old, n_moved)
+        if n_moved > 1:
+            np.add.at(self._mh[row], self._hcol[new], 1)
+        if n_moved == w:
+            self._bgx[row, col] = int(new[0])
+        else:
+            self._split(row, col, n_moved, int(new[0]))
+
+    def _split(
+        self, row: int, col: int, n_moved: int, code: int, sal: float | None = None
+    ) -> None:
+        """``n_moved`` blocks of column ``col`` of slot ``row`` leave it as a new column at
+        position 1, among the cold columns: same importance, bank-group code ``code``, the
+        column's salience or ``sal``; the others stay."""
+        nc = int(self.nblk[row])
+        if nc + 1 > self._cols:
+            self._grow(nc + 1)
+            self._build_recency()
+        for arr in (self._sal, self._imp, self._bgx, self._wt):
+            arr[row, 2: nc + 1] = arr[row, 1:nc].copy()
+        col += 1 if col >= 1 else 0
+        self._sal[row, 1] = self._sal[row, col] if sal is None else sal
+        self._imp[row, 1] = self._imp[row, col]
+        self._wt[row, 1] = n_moved
+        self._wt[row, col] -= n_moved
+        self._bgx[row, 1] = code
+        self.nblk[row] = nc + 1
+        if self._wt[row, col] == 1:  # the last block of a merged column: its own bank group
+            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1,
+                                           float(self._draws.uniform(1)[0]))
+            self._bgx[row, col] = int(last[0])
+
     # ------------------------------------------------------------------ results
     def summary(self) -> dict:
         """Result fields: KV bytes by tier (mean and peak), attention time by tier, migrated
@@ -1101,6 +1644,7 @@ class KVHierarchy:
                 "placement": self.policy.name, "sparse_ratio": self.ratio,
                 "mapping": self.mapping, "pamattention": self.pamattention,
                 "scheduling": self.scheduling, "x": self.x, "y": self.y,
-                "migration": self.migration,
+                "migration": self.migration, "model": self.cfg.kv_model,
+                "summary_columns": self.summary_columns, "merged": self._merged,
             },
         }

@@ -153,4 +153,80 @@ def algorithm2(
     return swaps
 
 
-__all__ = ["KV_PLACEMENT", "KVPlacement", "algorithm2"]
+def _ends_weighted(
+    imp: np.ndarray, w: np.ndarray, a: np.ndarray, b: np.ndarray, cap: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`algorithm2`'s candidates over weighted columns, block by block: up to ``cap``
+    least important blocks of columns ``a`` (ascending) and most important of ``b``
+    (descending), each given as its column's index (a column of weight ``w`` stands for ``w``
+    blocks of its importance, so it appears up to ``w`` times)."""
+    out = []
+    for cols, sign in ((a, 1.0), (b, -1.0)):
+        o = cols[np.argsort(sign * imp[cols], kind="stable")]
+        cw = np.cumsum(w[o])
+        o = o[: int(np.searchsorted(cw, cap)) + 1]
+        out.append(np.repeat(o, w[o])[:cap])
+    m = min(out[0].size, out[1].size)
+    return out[0][:m], out[1][:m]
+
+
+def algorithm2_stage(
+    importance: np.ndarray,
+    tier: np.ndarray,
+    weights: np.ndarray,
+    x: float,
+    y: float,
+    max_swaps: int,
+    stage: str,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """One stage of :func:`algorithm2` over weighted columns (the summary KV model's state: a
+    column of weight ``w`` stands for ``w`` blocks of one importance, on one tier).
+
+    ``stage`` ``"a"``: HBM and DDR together against SSD; ``"b"``: HBM against DDR. The rule is
+    :func:`algorithm2`'s, block by block: with unit weights the same blocks trade tiers.
+    Returns ``(from_faster, from_slower, fast_tier)``: two arrays of equal length, one entry
+    per swapped block, naming its column (a column may appear several times: that many of its
+    blocks move), and the faster side's tier.
+    """
+    imp = np.asarray(importance, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.int64)
+    t = np.asarray(tier)
+    idx = [np.nonzero(t == k)[0] for k in range(3)]
+    n = [int(w[i].sum()) for i in idx]
+    sums = [float((imp[i] * w[i]).sum()) for i in idx]
+    none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0)
+    if max_swaps <= 0:
+        return none
+    if stage == "a":
+        if not (n[2] and (n[0] or n[1])):
+            return none
+        fast = 1 if n[1] else 0
+        a, b = _ends_weighted(imp, w, idx[fast], idx[2], max_swaps)
+        if not a.size:
+            return none
+        ca = np.concatenate([[0.0], np.cumsum(imp[a])])
+        cb = np.concatenate([[0.0], np.cumsum(imp[b])])
+        s_fast = sums[fast] - ca + cb
+        s_ssd = sums[2] - cb + ca
+        mean_s = np.maximum(s_ssd / n[2], 1e-300)
+        mh = (s_fast if fast == 0 else sums[0]) / max(n[0], 1)
+        md = (s_fast if fast == 1 else sums[1]) / max(n[1], 1)
+        xs = np.where(n[0] > 0, mh / mean_s, 0.0)
+        ys = np.where(n[1] > 0, md / mean_s, 0.0)
+        target = (x if n[0] else 0.0) + (y if n[1] else 0.0)
+        j = _swap_prefix(imp[a], imp[b], xs + ys >= target)
+        return a[:j], b[:j], fast
+    if not (n[0] and n[1]):
+        return none
+    a, b = _ends_weighted(imp, w, idx[0], idx[1], max_swaps)
+    if not a.size:
+        return none
+    ca = np.concatenate([[0.0], np.cumsum(imp[a])])
+    cb = np.concatenate([[0.0], np.cumsum(imp[b])])
+    mh = (sums[0] - ca + cb) / n[0]
+    md = np.maximum((sums[1] - cb + ca) / n[1], 1e-300)
+    j = _swap_prefix(imp[a], imp[b], mh / md >= x / y)
+    return a[:j], b[:j], 0
+
+
+__all__ = ["KV_PLACEMENT", "KVPlacement", "algorithm2", "algorithm2_stage"]

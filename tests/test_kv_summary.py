@@ -1,0 +1,132 @@
+"""The summary KV model against the exact per-block model (the reference).
+
+The summary model (``kv_model="summary"``) keeps at most about ``kv_summary_columns`` columns
+per request: beyond that, cold blocks merge into weighted columns, so a step's cost does not
+grow with the context. These tests run both models where the exact one is feasible and bound
+the differences; docs/models.md ("The summary KV model") says what the summary keeps and loses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pimserve import simulate
+from pimserve.policies.kv_placement import algorithm2, algorithm2_stage
+from pimserve.specs import load_system
+from pimserve.specs.base import validate
+from pimserve.specs.system import SystemSpec
+from pimserve.workload.request import Requests
+
+
+def _three_tiers() -> SystemSpec:
+    """PAM shrunk so that Llama-3.1-8B's long requests spill over HBM-PIM and DDR-PIM (and
+    Algorithm 2 migrates between them)."""
+    d = load_system("pam").model_dump()
+    d["name"] = "small-tiers"
+    d["tensor_parallel"], d["pipeline_parallel"] = 1, 1
+    for i, count in enumerate((1, 2, 1, 1)):
+        d["groups"][i]["count"] = count
+    return validate(SystemSpec, d, "system")
+
+
+def _mean_results(spec: SystemSpec, reqs: Requests, kv_model: str, seeds: int,
+                  **opts: object) -> dict[str, float]:
+    """Result fields averaged over ``seeds`` seeds (the locality model's draws differ)."""
+    rows = []
+    for seed in range(seeds):
+        r = simulate(spec, "llama3.1-8b", reqs, batch=len(reqs), kv_model=kv_model,
+                     seed=seed, **opts)
+        d = r.to_dict()
+        rows.append({
+            "throughput": r.throughput_tok_s,
+            **{f"attention_{k}": v for k, v in d["attention_time_by_tier_s"].items()},
+            **{f"kv_{k}": v for k, v in d["kv_bytes_by_tier"].items()},
+            "migrated": d["migrated_bytes"],
+        })
+    return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
+
+
+def _long_requests(n: int, lo: int, hi: int) -> Requests:
+    rng = np.random.default_rng(0)
+    return Requests(id=np.arange(n), arrival_s=np.zeros(n),
+                    prompt_tokens=rng.integers(lo, hi, n), output_tokens=rng.integers(24, 72, n))
+
+
+def test_summary_matches_the_exact_model_on_three_tiers() -> None:
+    """12 requests of 15k-45k tokens (940-2,800 blocks) with 512 summary columns: the summary
+    merges most of each request's blocks, the KV spills into DDR-PIM and Algorithm 2 migrates.
+    Means over 3 seeds: throughput and KV per tier within 2%, the bottleneck tier's (DDR-PIM)
+    attention within 5%, migrated bytes within 5%; HBM-PIM's attention (not the bottleneck)
+    within 25% (the known gap: docs/models.md)."""
+    spec, reqs = _three_tiers(), _long_requests(12, 15_000, 45_000)
+    opts = {"kv_summary_columns": 512}
+    exact = _mean_results(spec, reqs, "exact", 3, **opts)
+    summ = _mean_results(spec, reqs, "summary", 3, **opts)
+    assert exact["kv_ddr"] > 0 and exact["migrated"] > 0, "the workload should spill and migrate"
+
+    def rel(k: str) -> float:
+        return abs(summ[k] / exact[k] - 1.0)
+
+    assert rel("throughput") <= 0.02
+    assert rel("kv_hbm") <= 0.02 and rel("kv_ddr") <= 0.02
+    assert rel("attention_ddr") <= 0.05
+    assert rel("migrated") <= 0.05
+    assert rel("attention_hbm") <= 0.25
+
+
+def test_summary_is_the_exact_model_below_its_columns() -> None:
+    """Requests shorter than the summary's columns never merge: both models give the same
+    run to the bit (the exact paths run)."""
+    spec, reqs = _three_tiers(), _long_requests(6, 2_000, 6_000)  # <= 375 blocks
+    a = simulate(spec, "llama3.1-8b", reqs, batch=6, kv_model="exact").to_dict()
+    b = simulate(spec, "llama3.1-8b", reqs, batch=6, kv_model="summary",
+                 kv_summary_columns=512).to_dict()
+    for k in ("throughput_tok_s", "simulated_time_s", "attention_time_by_tier_s",
+              "migrated_bytes", "kv_bytes_by_tier"):
+        assert a[k] == b[k], k
+
+
+def test_summary_state_is_bounded_where_the_exact_model_refuses() -> None:
+    """A 2-million-token request at 1-token blocks next to room for 4,096 requests: the exact
+    model's per-block state (slots x blocks) is over its bound, a clear error; the summary
+    holds a fixed number of columns per request and runs it, all 2 million blocks counted."""
+    from pimserve.errors import ConfigurationError
+
+    req = Requests(id=np.arange(1), arrival_s=np.zeros(1), prompt_tokens=np.array([2_000_000]),
+                   output_tokens=np.array([2]))
+    opts = {"kv_block_tokens": 1, "long_context": "allow", "batch": 4096}
+    with pytest.raises(ConfigurationError, match="per-block KV state"):
+        simulate("pam", "llama3.1-8b", req, kv_model="exact", max_iterations=2, **opts)
+    r = simulate("pam", "llama3.1-8b", req, **opts).to_dict()
+    assert r["requests_completed"] == 1
+    kv_per_token = 2 * 8 * 128 * 32 * 2  # K and V x 8 KV heads x 128 x 32 layers x 2 B
+    assert r["kv_bytes_by_tier"]["hbm"] == pytest.approx(2_000_000 * kv_per_token, rel=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(5, 400), st.integers(1, 6), st.floats(1.5, 16), st.integers(0, 2**31 - 1))
+def test_weighted_algorithm2_is_algorithm2_on_the_blocks(ncol, wmax, x, seed) -> None:
+    """Algorithm 2 on weighted columns swaps the same importances, block for block, as the
+    exact Algorithm 2 on the blocks the columns stand for (stage a; stage b on the result)."""
+    rng = np.random.default_rng(seed)
+    imp = rng.lognormal(0, 1.5, ncol)
+    tier = rng.integers(0, 3, ncol)
+    w = rng.integers(1, wmax + 1, ncol)
+    cap = int(rng.integers(1, 3 * ncol))
+    blocks_imp, blocks_tier = np.repeat(imp, w), np.repeat(tier, w)
+    exact = algorithm2(blocks_imp, blocks_tier, x, x / 4, cap)
+    fa, fb, _ = algorithm2_stage(imp, tier, w, x, x / 4, cap, "a")
+    n_blocks = [0, 0, 0]
+    for k in range(3):
+        n_blocks[k] = int(w[tier == k].sum())
+    stage_a = exact[0] if exact and n_blocks[2] and (n_blocks[0] or n_blocks[1]) else None
+    if stage_a is None or not fa.size:
+        assert fa.size == 0 or stage_a is not None
+        return
+    a, b = stage_a
+    assert fa.size == a.size == fb.size
+    np.testing.assert_allclose(np.sort(imp[fa]), np.sort(blocks_imp[a]))
+    np.testing.assert_allclose(np.sort(imp[fb]), np.sort(blocks_imp[b]))
