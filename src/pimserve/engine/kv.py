@@ -1284,60 +1284,59 @@ class KVHierarchy:
             return
         # blocks leaving merged columns: per column at most its weight - 1, per request at
         # most summary_columns / 8
-        fm, nm = flat[~one], new[~one]
-        cols, hits = np.unique(fm, return_counts=True)
-        hits = np.minimum(hits, wt[cols] - 1)
-        cap = max(1, (self.summary_columns or 0) // 8)
+        o = np.argsort(flat[~one], kind="stable")
+        fm, nm = flat[~one][o], new[~one][o]
+        cols, first, hits = np.unique(fm, return_index=True, return_counts=True)
+        take = np.minimum(hits, wt[cols] - 1)
         rr, cc = np.divmod(cols, C)
-        for i in np.unique(rr).tolist():
-            mine = np.flatnonzero(rr == i)
-            take = hits[mine]
-            over = np.cumsum(take) - cap
-            if over[-1] > 0:
-                take = np.maximum(take - np.maximum(over, 0), 0)
-                take = np.minimum(take, hits[mine])
-            keep = take > 0
-            mine, take = mine[keep], take[keep]
-            if not mine.size:
-                continue
-            self._split_blocks(int(slots[i]), cc[mine], take,
-                               [nm[np.flatnonzero(fm == cols[j])[:t]]
-                                for j, t in zip(mine.tolist(), take.tolist(), strict=True)])
+        cap = max(1, (self.summary_columns or 0) // 8)
+        csum = np.cumsum(take)
+        row_start = np.searchsorted(rr, rr, "left")
+        taken_before = csum - take - (csum - take)[row_start]  # in the row, before this one
+        take = np.clip(cap - taken_before, 0, take)
+        for i in np.unique(rr[take > 0]).tolist():
+            mine = np.flatnonzero((rr == i) & (take > 0))
+            t = take[mine]
+            src = np.repeat(first[mine], t) + np.arange(int(t.sum())) - np.repeat(
+                np.cumsum(t) - t, t)
+            self._split_blocks(int(slots[i]), cc[mine], t, nm[src])
         for i in np.flatnonzero(self.nblk[slots] > (self.summary_columns or 0)).tolist():
             self._coarsen(int(slots[i]))
 
     def _split_blocks(
-        self, row: int, cols: np.ndarray, n_out: np.ndarray, sals: list[np.ndarray]
+        self, row: int, cols: np.ndarray, n_out: np.ndarray, sals: np.ndarray
     ) -> None:
         """``n_out[i]`` blocks leave merged column ``cols[i]`` of slot ``row``, each as a
-        column of one block with salience from ``sals[i]``, the column's importance and a
-        bank group drawn from the request's histogram on the column's tier; the new columns
-        go in at position 1, among the cold ones (whose order does not matter). A merged
-        column left with one block takes its own bank group from the histogram too."""
+        column of one block with the next salience of ``sals``, the column's importance and
+        a bank group drawn (without replacement, per tier at once) from the request's
+        histogram on the column's tier; the new columns go in at position 1, among the cold
+        ones (whose order does not matter). A merged column left with one block takes its
+        own bank group from the histogram too."""
         nc = int(self.nblk[row])
         total = int(n_out.sum())
         if nc + total > self._cols:
             self._grow(nc + total)
             self._build_recency()
+        col_codes = self._bgx[row, cols]
+        tier = np.repeat(self._tier_of_code[col_codes], n_out)
         codes = np.empty(total, dtype=np.int64)
-        pos = 0
-        for col, n in zip(cols.tolist(), n_out.tolist(), strict=True):
-            codes[pos: pos + n] = self._merged_bank_group(row, int(self._bgx[row, col]), n)
-            pos += n
+        for k in np.unique(tier).tolist():
+            on = np.flatnonzero(tier == k)
+            drawn = self._merged_bank_group(row, int(col_codes[self._tier_of_code[col_codes]
+                                                               == k][0]), on.size)
+            codes[on] = self.rng.permutation(drawn) if on.size > 1 else drawn
         src = np.repeat(cols, n_out)
         self._wt[row, cols] -= n_out
-        new_sal = np.concatenate(sals).astype(np.float32)
         new_imp = self._imp[row, src]
-        for arr, vals in ((self._sal, new_sal), (self._imp, new_imp), (self._bgx, codes),
-                          (self._wt, np.ones(total, dtype=np.int64))):
+        for arr, vals in ((self._sal, sals.astype(np.float32)), (self._imp, new_imp),
+                          (self._bgx, codes), (self._wt, np.ones(total, dtype=np.int64))):
             rest = arr[row, 1:nc].copy()
             arr[row, 1: 1 + total] = vals
             arr[row, 1 + total: nc + total] = rest
         self.nblk[row] = nc + total
         left_one = cols[self._wt[row, cols + total] == 1] + total
         for col in left_one.tolist():
-            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1,
-                                           float(self._draws.uniform(1)[0]))
+            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1)
             self._bgx[row, col] = int(last[0])
 
     def _merged_bank_group(
