@@ -62,7 +62,7 @@ def test_summary_matches_the_exact_model_on_three_tiers() -> None:
     attention within 5%, migrated bytes within 5%; HBM-PIM's attention (not the bottleneck)
     within 25% (the known gap: docs/models.md)."""
     spec, reqs = _three_tiers(), _long_requests(12, 15_000, 45_000)
-    opts = {"kv_summary_columns": 512}
+    opts = {"kv_summary_columns": 512, "kv_exact_max_blocks": 512}
     exact = _mean_results(spec, reqs, "exact", 3, **opts)
     summ = _mean_results(spec, reqs, "summary", 3, **opts)
     assert exact["kv_ddr"] > 0 and exact["migrated"] > 0, "the workload should spill and migrate"
@@ -83,7 +83,7 @@ def test_summary_is_the_exact_model_below_its_columns() -> None:
     spec, reqs = _three_tiers(), _long_requests(6, 2_000, 6_000)  # <= 375 blocks
     a = simulate(spec, "llama3.1-8b", reqs, batch=6, kv_model="exact").to_dict()
     b = simulate(spec, "llama3.1-8b", reqs, batch=6, kv_model="summary",
-                 kv_summary_columns=512).to_dict()
+                 kv_summary_columns=512, kv_exact_max_blocks=512).to_dict()
     for k in ("throughput_tok_s", "simulated_time_s", "attention_time_by_tier_s",
               "migrated_bytes", "kv_bytes_by_tier"):
         assert a[k] == b[k], k

@@ -78,6 +78,12 @@ class RunConfig(Spec):
         description="columns per request the summary KV model keeps before it merges cold "
         "blocks (32 .. 10^6; at most this many blocks per request are tracked one by one)",
     )
+    kv_exact_max_blocks: int = Field(
+        16384, ge=32, le=10**9,
+        description="the summary KV model tracks a request block by block up to this many "
+        "blocks and summarises it beyond (lowered where one column per block for every "
+        "running request would pass 1 GiB; never below kv_summary_columns)",
+    )
     kv_placement: str | None = Field(
         None,
         description="override the system's KV placement: single-tier | layered | "

@@ -106,6 +106,11 @@ resident token."""
 _TINY32 = np.nextafter(np.float32(0), np.float32(1))
 """Smallest positive float32: normalising a row of zero scores divides by it (0 / tiny = 0)."""
 
+_COLD_MARGIN = 0.8
+"""On one tier, the summary model leaves a redrawn block in its merged column when its new
+salience is below this fraction of its request's last selection threshold (it stays
+unread)."""
+
 _TAKEN = np.iinfo(np.int64).max
 """Activity that marks a bank group already given a block in this mapping."""
 
@@ -272,7 +277,7 @@ class KVHierarchy:
         )
         S = self.summary_columns or 0
         self._tail_cols = min(int(np.ceil(16 * self.loc.recency_blocks)), S // 4)
-        self._merged = False  # a request's blocks were merged: the weighted paths from now on
+        self._merged = False  # some request's blocks were merged (the weighted paths exist)
 
         groups = built.spec.tiers()
         models = built.tiers
@@ -353,6 +358,13 @@ class KVHierarchy:
         self._wt = np.ones((max_slots + 1, self._cols), dtype=np.int64)
         self._mh = np.zeros((max_slots + 1, self._hoff[-1] if self.summary_columns else 0),
                             dtype=np.int64)
+        # each request's last selection threshold (score of the coldest block read; 0: all)
+        self._thr = np.zeros(max_slots + 1, dtype=np.float32)
+        self._has_merged = np.zeros(max_slots + 1, dtype=bool)  # slot is summarised
+        # a request is summarised once it holds more than this many blocks: the run option,
+        # lowered where one column per block for every slot would pass 1 GiB
+        budget_cols = (2**30) // self.state_bytes(1)
+        self._exact_max = max(S, min(cfg.kv_exact_max_blocks, budget_cols))
         self.nblk = np.zeros(max_slots + 1, dtype=np.int64)  # columns held (= blocks if exact)
         self.slot_of = np.full(max(n_requests, 1), -1, dtype=np.int64)  # request id -> slot
         self._free_slots = list(range(max_slots - 1, -1, -1))
@@ -555,6 +567,8 @@ class KVHierarchy:
                 w = self._wt[s, :cm].ravel()
                 self._wt[s, :cm] = 1
                 self._mh[s] = 0
+                self._thr[s] = 0.0
+                self._has_merged[s] = False
             counts = np.bincount(t.ravel() + 1, weights=w,
                                  minlength=self.n_tiers + 1).astype(np.int64).tolist()
             for k in range(self.n_tiers):
@@ -629,7 +643,7 @@ class KVHierarchy:
         time (s) of the new KV written to tiers other than the first."""
         if reqs.size == 0:
             return 0.0
-        if self._summarise(tokens):
+        if self._summarise(reqs, tokens):
             return self._reserve_summary(reqs, tokens)[0]
         return self._reserve(reqs, tokens)[0]
 
@@ -814,7 +828,7 @@ class KVHierarchy:
         if reqs.size == 0:
             self.steps += 1  # (the residency sums credit it at the tiers' next change)
             return KVStep(by_tier_s=(0.0,) * nt)
-        if self._merged or (reserve and self._summarise(context)):
+        if (self._merged or reserve) and self._summarise(reqs, context):
             return self._step_summary(reqs, context, q_tokens, reserve)
         write_s = 0.0
         if self._one_tier_ok and self._fast_one_tier:
@@ -1132,15 +1146,14 @@ class KVHierarchy:
         return link_s
 
     # ------------------------------------------------------------------ the summary model
-    def _summarise(self, tokens: np.ndarray) -> bool:
-        """Whether a request holding ``tokens`` needs the summary model's merged columns (the
-        summary model is on and some request would hold more than its columns)."""
-        S = self.summary_columns
-        if S is None:
+    def _summarise(self, reqs: np.ndarray, tokens: np.ndarray) -> bool:
+        """Whether requests ``reqs`` holding ``tokens`` need the summary model's paths: one
+        of them is summarised already, or would hold more than ``kv_exact_max_blocks``."""
+        if self.summary_columns is None:
             return False
-        if self._merged:
+        if self._merged and self._has_merged.take(self.slot_of[reqs], mode="wrap").any():
             return True
-        return int(np.max(tokens)) > S * self.block_tokens
+        return int(np.max(tokens)) > self._exact_max * self.block_tokens
 
     def _blocks_held(self, slots: np.ndarray, C: int) -> np.ndarray:
         """Blocks each of ``slots`` holds (its columns' weights summed)."""
@@ -1154,12 +1167,13 @@ class KVHierarchy:
         self, reqs: np.ndarray, tokens: np.ndarray
     ) -> tuple[float, np.ndarray]:
         """:meth:`_reserve` for the summary model: new blocks are appended as columns of one
-        block (as the exact model's), at most ``2 x summary_columns`` columns per request at
-        a time, and a request over ``summary_columns`` columns merges its cold ones
-        (:meth:`_coarsen`) after each round. When some request needs more than one round
-        (a long prompt), the requests take their rounds one after the other, so that the
-        tiers fill in the exact model's order (request by request). Returns (link time s,
-        the requests' slots)."""
+        block (as the exact model's). A request not yet summarised grows one column per
+        block up to ``kv_exact_max_blocks``; past that it merges its cold columns
+        (:meth:`_coarsen`), and from then on it grows at most ``2 x summary_columns`` columns
+        at a time and merges whenever it holds more than ``summary_columns``. When some
+        request needs more than one round (a long prompt), the requests take their rounds
+        one after the other, so that the tiers fill in the exact model's order (request by
+        request). Returns (link time s, the requests' slots)."""
         S = self.summary_columns
         assert S is not None
         B = self.block_tokens
@@ -1171,21 +1185,28 @@ class KVHierarchy:
         if not rem.size or int(rem.max()) <= 0:
             return 0.0, slots
         nc = self.nblk[slots]
-        if int((rem - (2 * S - nc)).max()) <= 0:  # one round for all
+        top = np.where(self._has_merged[slots], 2 * S, self._exact_max + 1)  # columns a round
+
+        def settle(slot: int) -> None:
+            limit = S if self._has_merged[slot] else self._exact_max
+            if self.nblk[slot] > limit:
+                self._coarsen(slot)
+
+        if int((rem - (top - nc)).max()) <= 0:  # one round for all
             write_s = self._reserve(reqs, (nc + rem) * B)[0]
-            for i in np.flatnonzero(self.nblk[slots] > S).tolist():
-                self._coarsen(int(slots[i]))
+            for slot in slots.tolist():
+                settle(int(slot))
             return write_s, slots
         write_s = 0.0
         for i in np.flatnonzero(rem).tolist():
             r, slot, left = reqs[i: i + 1], int(slots[i]), int(rem[i])
             while left > 0:
                 have = int(self.nblk[slot])
-                g = min(left, max(2 * S - have, 0))
+                cap = 2 * S if self._has_merged[slot] else self._exact_max + 1
+                g = min(left, max(cap - have, 1))
                 write_s += self._reserve(r, np.array([(have + g) * B]))[0]
                 left -= g
-                if self.nblk[slot] > S:
-                    self._coarsen(slot)
+                settle(slot)
         return write_s, slots
 
     def _coarsen(self, slot: int) -> None:
@@ -1207,6 +1228,7 @@ class KVHierarchy:
         F = self._tail_cols
         target = S - (S - F) // 4  # a quarter of the cold columns freed per call
         self._merged = True
+        self._has_merged[slot] = True
         while True:
             nc = int(self.nblk[slot])
             lo, hi = 1, nc - F
@@ -1280,6 +1302,11 @@ class KVHierarchy:
         one = wt[flat] == 1
         r, c = np.divmod(flat[one], C)
         self._sal[slots[r], c] = new[one]
+        # on one tier (no Algorithm 2, whose importances every redraw moves), a merged block
+        # redrawn far below its request's last threshold stays merged (cold before, cold
+        # after: which cold block it is does not change what is read)
+        if sum(t.used > 0 for t in self.tiers) <= 1:
+            one |= new < _COLD_MARGIN * self._thr[slots[flat // C]]
         if one.all():
             return
         # blocks leaving merged columns: per column at most its weight - 1, per request at
@@ -1300,7 +1327,8 @@ class KVHierarchy:
             src = np.repeat(first[mine], t) + np.arange(int(t.sum())) - np.repeat(
                 np.cumsum(t) - t, t)
             self._split_blocks(int(slots[i]), cc[mine], t, nm[src])
-        for i in np.flatnonzero(self.nblk[slots] > (self.summary_columns or 0)).tolist():
+        over = (self.nblk[slots] > (self.summary_columns or 0)) & self._has_merged[slots]
+        for i in np.flatnonzero(over).tolist():
             self._coarsen(int(slots[i]))
 
     def _split_blocks(
@@ -1441,12 +1469,13 @@ class KVHierarchy:
         bgs = self._bgx[slots, :C]
         if self.sparse:
             k = np.maximum(np.ceil(nb / self.ratio).astype(np.int64), 1)
-            order = np.argsort(-s, axis=1, kind="stable")
+            order = np.argsort(-s, axis=1)
             ss = np.take_along_axis(s, order, axis=1)
             cw = np.cumsum(np.take_along_axis(wt, order, axis=1), axis=1)
             ar = np.arange(R)
             pos = np.minimum(np.add.reduce(cw < k[:, None], axis=1), C - 1)
             thr = ss[ar, pos]
+            self._thr[slots] = thr
             sel = (s >= thr[:, None]) & valid
             kread = np.minimum(k, nb)
             selw = wt * sel
