@@ -69,7 +69,8 @@ def test_placement_invariants_under_random_serving(placement: str, kv_model: str
     built = BuiltSystem.build(spec, model)
     rng = np.random.default_rng(1)
     # requests of 2,000-30,000 tokens: 125-1,875 blocks, so 128 summary columns merge
-    cfg = RunConfig(batch=64, kv_model=kv_model, kv_summary_columns=128, kv_exact_max_blocks=128)
+    cfg = RunConfig(batch=64, kv_model=kv_model, kv_summary_columns=128,
+                    kv_exact_max_blocks=128)
     kvh = KVHierarchy(built, model, cfg, rng, max_slots=64, n_requests=400)
     cap_tokens = kvh.capacity_blocks * kvh.block_tokens
     live: dict[int, int] = {}

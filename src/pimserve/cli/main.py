@@ -733,6 +733,7 @@ def plot(results: str, out_dir: str | None, fmt: str) -> None:
 
 # Commands that live in their own modules register themselves on import.
 from pimserve.cli import reproduce as _reproduce  # noqa: E402,F401
+from pimserve.cli import sweep as _sweep  # noqa: E402,F401
 from pimserve.cli import validate as _validate  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
