@@ -1153,7 +1153,9 @@ class KVHierarchy:
             return False
         if self._merged and self._has_merged.take(self.slot_of[reqs], mode="wrap").any():
             return True
-        return int(np.max(tokens)) > self._exact_max * self.block_tokens
+        if type(tokens) is not np.ndarray:
+            tokens = np.asarray(tokens)
+        return bool(tokens.max() > self._exact_max * self.block_tokens)
 
     def _blocks_held(self, slots: np.ndarray, C: int) -> np.ndarray:
         """Blocks each of ``slots`` holds (its columns' weights summed)."""
