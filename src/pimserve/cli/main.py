@@ -539,11 +539,25 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
                    "of its evaluation; llama-65b otherwise, PAPI's]")
 @click.option("--max-parallelism", default=512, show_default=True, type=int,
               help="largest RLP x TLP swept")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="PAM x:y: folder of the store (sweep.sqlite) of the grid's runs, kept for "
+                   "--resume and `pimserve sweep export`  [default: a temporary store]")
+@click.option("--workers", type=int, default=None,
+              help="PAM x:y: worker processes of the local pool (1: in this process); with "
+                   "--ray auto, the local Ray cluster's CPUs  [default: all cores]")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
+              help="PAM x:y: run the grid on Ray: 'auto' starts a local cluster, an address "
+                   "joins one (needs pip install 'pimserve[ray]')")
+@click.option("--resume", is_flag=True, default=False,
+              help="PAM x:y: run only the grid points the store in --out lacks (without it, "
+                   "a store that already holds some of them is refused)")
 @FORMAT
-def calibrate(system: str, model: str | None, max_parallelism: int, fmt: str) -> None:
+def calibrate(system: str, model: str | None, max_parallelism: int, out: str | None,
+              workers: int | None, ray_address: str | None, resume: bool, fmt: str) -> None:
     """Calibrate a system's free parameter: PAPI's alpha (the RLP x TLP where one layer's FC
-    is faster on the GPU than on FC-PIM), or, for systems with PAM's KV placement, PAM's x:y
-    (a grid search on a long-context calibration workload)."""
+    is faster on the GPU than on FC-PIM, read from the cost models), or, for systems with
+    PAM's KV placement, PAM's x:y (a grid search on a long-context calibration workload,
+    whose runs go through the sweep runner: --workers, --ray, --out, --resume)."""
     from pimserve.engine.calibration import calibrate_alpha
     from pimserve.experiments.calibration import calibrate_xy
     from pimserve.report.console import print_json, print_table
@@ -553,18 +567,53 @@ def calibrate(system: str, model: str | None, max_parallelism: int, fmt: str) ->
     pam = bool(spec.tiers()) and spec.policies.kv.placement == "pam"
     if model is None:
         model = "llama3-70b" if pam else "llama-65b"
+    runner = {"--out": out, "--workers": workers, "--ray": ray_address,
+              "--resume": resume or None}
     if pam:
-        xy = calibrate_xy(spec, model)
+        if workers is not None and workers < 1:
+            raise ConfigurationError(f"--workers must be a positive integer (got {workers})")
+        if resume and out is None:
+            raise ConfigurationError("--resume needs --out, the folder of the store to resume")
+        if out is not None:
+            check_output_folder(out)
+        kw: dict[str, Any] = {}
+        if out is not None:
+            kw["store"] = out
+        if resume:
+            kw["resume"] = True
+        if workers is not None or ray_address is not None:
+            from pimserve.experiments.sweep import make_executor
+
+            kw["executor"] = make_executor(workers, ray_address)
+        try:
+            xy = calibrate_xy(spec, model, **kw)
+        finally:
+            if "executor" in kw:
+                kw["executor"].close()
+        sm = xy.summary
+        ran = ({"store": None if xy.store is None else str(xy.store), "points": sm.points,
+                "stored_before": sm.stored_before, "ran": sm.ran, "executor": sm.executor}
+               if sm is not None else None)
         if fmt == "json":
             print_json({"system": xy.system, "model": xy.model, "x": xy.x, "y": xy.y,
-                        "how": xy.how, "points": xy.points})
+                        "how": xy.how, "points": xy.points, "runner": ran})
             return
         rows = [[p["x"], p["y"], p["attention_s"], p["throughput_tok_s"],
                  p["migrated_bytes"] / 1e9] for p in xy.points]
+        caption = xy.how
+        if ran is not None:
+            caption += (f". Ran {ran['ran']} of {ran['points']} points on {ran['executor']}, "
+                        f"{ran['stored_before']} from the store"
+                        + (f" {ran['store']}" if ran["store"] else ""))
         print_table(f"PAM x:y for {xy.system} / {xy.model} = {xy.x:g}:{xy.y:g}:1",
-                    ["x", "y", "attention s", "tok/s", "migrated GB"], rows, caption=xy.how)
+                    ["x", "y", "attention s", "tok/s", "migrated GB"], rows, caption=caption)
         return
 
+    misplaced = [k for k, v in runner.items() if v is not None]
+    if misplaced:
+        raise ConfigurationError(
+            f"{', '.join(misplaced)}: only for PAM's x:y grid search (a system with kv placement "
+            f"'pam'); {spec.name}'s alpha is read from the cost models, without simulations")
     cal = calibrate_alpha(system, model, max_parallelism)
     if fmt == "json":
         print_json({"system": cal.system, "model": cal.model, "alpha": cal.alpha,

@@ -1,9 +1,10 @@
 """Paper reproductions: ``pimserve reproduce papi`` and ``pimserve reproduce pam``.
 
 Each reproduction is a :class:`~.common.Reproduction` registered in :data:`REPRODUCTIONS`;
-:func:`~.common.reproduce` runs its grid on a process pool and writes ``results.csv``,
-``results.json``, PNG figures and ``report.md`` (headline numbers next to the paper's,
-the open parameters and a sensitivity table).
+:func:`~.common.reproduce` runs its grid on the sweep runner (a store in the output folder,
+any executor, resumable) and writes ``results.csv``, ``results.json``, PNG figures and
+``report.md`` (headline numbers next to the paper's, the open parameters and a sensitivity
+table).
 """
 
 from __future__ import annotations

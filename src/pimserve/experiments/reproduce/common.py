@@ -1,10 +1,17 @@
-"""The machinery shared by the paper reproductions: grids of points, a process pool, headline
-numbers next to the papers', a sensitivity table over the parameters the papers leave open,
-and the output folder (``results.csv``, ``results.json``, PNG figures, ``report.md``).
+"""The machinery shared by the paper reproductions: grids of points run on the sweep runner,
+headline numbers next to the papers', a sensitivity table over the parameters the papers
+leave open, and the output folder (``results.csv``, ``results.json``, PNG figures,
+``report.md`` and the store ``sweep.sqlite``).
 
 A reproduction (see :mod:`.papi`, :mod:`.pam`) is a :class:`Reproduction`: it lists its
 :class:`Point` grid, turns the finished rows into :class:`Headline` numbers, names its open
 :class:`Parameter` s and draws its figures. :func:`reproduce` runs all of it.
+
+Every point becomes a sweep point (:meth:`Point.sweep_point`: its resolved configuration,
+keyed by the configuration's hash and the pimserve version) and runs through
+:func:`pimserve.experiments.sweep.runner.run_points`, on any executor (in this process, a
+local pool, Ray), into a store in the output folder; a rerun with ``resume`` runs only the
+points the store lacks. Rows are read back by key.
 
 Rows are flat dicts: the point's labels (``experiment``, ``system``, ``model``, ...) plus the
 metrics of :func:`row_metrics` (or of an SLO search). The paper's numbers live only in the
@@ -18,12 +25,11 @@ import json
 import math
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +37,12 @@ import numpy as np
 
 from pimserve.engine.result import RunResult
 from pimserve.errors import ConfigurationError, PimserveError
+from pimserve.experiments.sweep.executors import Executor, make_executor
+from pimserve.experiments.sweep.resolve import Point as SweepPoint
+from pimserve.experiments.sweep.resolve import config_for, digest, point_key, version
+from pimserve.experiments.sweep.runner import RunSummary, release_store
+from pimserve.experiments.sweep.runner import run_points as run_on_store
+from pimserve.experiments.sweep.store import Store
 from pimserve.jsonutil import to_jsonable
 from pimserve.specs.model import ModelSpec
 from pimserve.specs.system import SystemSpec
@@ -45,7 +57,8 @@ class Point:
 
     Attributes:
         labels: what the point is, for tables and figures (``experiment``, ``system``,
-            ``model``, ``workload``, ``batch``, ``tlp``, ...); copied into its row.
+            ``model``, ``workload``, ``batch``, ``tlp``, ...); copied into its row, and the
+            parameters of its sweep point.
         system: a system name or a (possibly modified) :class:`SystemSpec`.
         model: a model name or a (possibly modified) :class:`ModelSpec`.
         workload: a workload preset name.
@@ -66,6 +79,33 @@ class Point:
     def with_labels(self, **labels: Any) -> Point:
         """A copy with extra labels."""
         return replace(self, labels={**self.labels, **labels})
+
+    def sweep_point(self) -> SweepPoint:
+        """This point as the sweep runner runs it: its labels as the parameters, its
+        resolved configuration (:func:`~pimserve.experiments.sweep.resolve.config_for`;
+        an SLO search adds ``kind: slo`` and the search's arguments, its ``n_requests``
+        being the workload's) and the key of that configuration. A point that cannot be
+        resolved (a bad option, an unknown name) keeps its one-line reason and runs
+        nowhere; its row then has an ``error``."""
+        slo = dict(self.slo) if self.slo is not None else None
+        n = slo.pop("n_requests", self.n_requests) if slo is not None else self.n_requests
+        try:
+            config = config_for(self.system, self.model, self.workload, n, self.options)
+        except PimserveError as err:
+            return SweepPoint(digest({"unresolved": self._described(), "pimserve": version()},
+                                     32), dict(self.labels), None, str(err))
+        if slo is not None:
+            config = {**config, "kind": "slo", "slo": slo}
+        return SweepPoint(point_key(config), dict(self.labels), config)
+
+    def _described(self) -> dict[str, Any]:
+        def data(x: Any) -> Any:
+            return x.model_dump(mode="json") if hasattr(x, "model_dump") else x
+
+        return json.loads(json.dumps(to_jsonable(
+            {"system": data(self.system), "model": data(self.model), "workload": self.workload,
+             "n_requests": self.n_requests, "options": self.options, "slo": self.slo}),
+            default=str))
 
 
 def row_metrics(r: RunResult) -> dict[str, Any]:
@@ -101,68 +141,182 @@ def row_metrics(r: RunResult) -> dict[str, Any]:
     return row
 
 
-def run_point(point: Point) -> dict[str, Any]:
-    """Simulate one point; returns its row (labels + metrics + ``wall_s``).
+def _float(v: Any) -> float:
+    # the store keeps NaN as NULL: a RunResult float field read back as None was NaN
+    return math.nan if v is None else float(v)
 
-    A point that the simulator refuses (e.g. the model does not fit) becomes a row with an
-    ``error`` and no metrics, so that a grid reports it instead of dropping it.
-    """
-    from pimserve.api import simulate
-    from pimserve.experiments.slo import slo_search
 
-    t0 = time.perf_counter()
-    row: dict[str, Any] = dict(point.labels)
-    try:
-        if point.slo is not None:
-            res = slo_search(point.system, point.model, point.workload, seed=0,
-                             **point.slo, **point.options)
-            best = next((p for p in res.probes if res.met
-                         and p.rate_per_s == res.best_rate_per_s), None)
-            row.update({
-                "throughput_tok_s": res.throughput_tok_s if res.met else 0.0,
-                # steady-state output tokens/s at the best rate (rate x mean output length)
-                "offered_tok_s": res.offered_tok_s if res.met else 0.0,
-                "slo_met": res.met,
-                "best_rate_per_s": res.best_rate_per_s,
-                "tpot_ms": res.tpot_ms,
-                "probes": len(res.probes),
-                "drain_fraction": best.drain_fraction if best is not None else None,
-                "mean_rlp": best.mean_rlp if best is not None else None,
-            })
-        else:
-            r = simulate(point.system, point.model, point.workload,
-                         n_requests=point.n_requests, **point.options)
-            row.update(row_metrics(r))
-    except PimserveError as e:
-        row["error"] = str(e)
-    row["wall_s"] = time.perf_counter() - t0
+def _part(stored: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """A flattened dict field of a stored row (``<field>_<key>`` columns) back as a dict;
+    columns of other points' keys read NULL and are left out."""
+    n = len(prefix)
+    return {k[n:]: v for k, v in stored.items() if k.startswith(prefix) and v is not None}
+
+
+def stored_metrics(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`row_metrics` of a run, from its row in the store (the sweep runner's columns,
+    :func:`~pimserve.experiments.sweep.runner.result_row`)."""
+    def opt(name: str) -> float | None:
+        v = stored.get(name)
+        return None if v is None else float(v)
+
+    reasons = {k: int(v) for k, v in _part(stored, "rejected_reasons_").items()}
+    row: dict[str, Any] = {
+        "throughput_tok_s": _float(stored.get("throughput_tok_s")),
+        "decode_throughput_tok_s": _float(stored.get("decode_throughput_tok_s")),
+        "energy_per_token_j": _float(stored.get("energy_per_token_j")),
+        "simulated_time_s": _float(stored.get("simulated_time_s")),
+        "output_tokens": int(stored["output_tokens"]),
+        "iterations": int(stored["iterations"]),
+        "requests_completed": int(stored["requests_completed"]),
+        "requests_rejected": int(stored["requests_rejected"]),
+        "rejected_reasons": ";".join(f"{k}={v}" for k, v in sorted(reasons.items())),
+        "preemptions": int(stored["preemptions"]),
+        "tpot_p50_ms": opt("tpot_ms_p50"),
+        "tpot_p99_ms": opt("tpot_ms_p99"),
+        "ttft_p50_ms": opt("ttft_ms_p50"),
+        "fc_on_gpu_fraction": _float(stored.get("fc_on_gpu_fraction")),
+        "mean_rlp": _float(stored.get("mean_rlp")),
+        "mean_tlp": _float(stored.get("mean_tlp")),
+        "migrated_bytes": _float(stored.get("migrated_bytes")),
+        "sparse_read_fraction": _float(stored.get("sparse_read_fraction")),
+    }
+    for k, v in _part(stored, "time_breakdown_s_").items():
+        row[f"time_{k}_s"] = float(v)
+    energy = _part(stored, "energy_breakdown_j_") or json.loads(
+        stored.get("extra_json") or "{}").get("energy_breakdown_j", {})
+    for k, v in energy.items():
+        row[f"energy_{k}_j"] = _float(v)
+    for k, v in _part(stored, "kv_bytes_by_tier_").items():
+        row[f"kv_bytes_{k}"] = float(v)
+    for k, v in _part(stored, "attention_time_by_tier_s_").items():
+        row[f"attention_time_{k}_s"] = float(v)
     return row
 
 
-def run_points(points: Sequence[Point], *, jobs: int | None = None,
-               progress: bool = False, description: str = "simulating") -> list[dict[str, Any]]:
-    """Run ``points`` on a local process pool (``jobs`` workers, default all cores); rows come
-    back in the order of ``points``. ``progress`` shows a rich progress bar."""
-    jobs = jobs or os.cpu_count() or 1
-    if jobs < 1:
-        raise ConfigurationError(f"jobs must be a positive integer (got {jobs})")
-    rows: list[dict[str, Any] | None] = [None] * len(points)
+def stored_slo_metrics(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The metrics of an SLO search from its row in the store
+    (:func:`~pimserve.experiments.sweep.runner.slo_row`): the peak throughput under the SLO
+    (0 when no rate met), the steady-state ``offered_tok_s`` at the best rate, and the best
+    probe's drain fraction and mean RLP."""
+    met = bool(stored.get("slo_met"))
+
+    def opt(name: str) -> float | None:
+        v = stored.get(name)
+        return None if v is None else float(v)
+
+    return {
+        "throughput_tok_s": _float(stored.get("throughput_tok_s")) if met else 0.0,
+        # steady-state output tokens/s at the best rate (rate x mean output length)
+        "offered_tok_s": _float(stored.get("offered_tok_s")) if met else 0.0,
+        "slo_met": met,
+        "best_rate_per_s": opt("best_rate_per_s"),
+        "tpot_ms": opt("tpot_ms"),
+        "probes": int(stored["slo_probes"]),
+        "drain_fraction": opt("drain_fraction"),
+        "mean_rlp": opt("mean_rlp"),
+    }
+
+
+def row_from_store(point: Point, stored: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A point's row (labels + metrics + ``wall_s``) from its stored row: a point the engine
+    refused (``status`` invalid) has an ``error`` and no metrics, so that a grid reports it
+    instead of dropping it."""
+    row: dict[str, Any] = dict(point.labels)
+    if stored is None:
+        row["error"] = "not run (no row in the store)"
+    elif stored.get("status") != "ok":
+        row["error"] = str(stored.get("reason"))
+    elif point.slo is not None:
+        row.update(stored_slo_metrics(stored))
+    else:
+        row.update(stored_metrics(stored))
+    row["wall_s"] = float((stored or {}).get("run_wall_s") or 0.0)
+    return row
+
+
+def run_point(point: Point) -> dict[str, Any]:
+    """Simulate one point in this process; returns its row (labels + metrics + ``wall_s``),
+    exactly as a grid run would give it."""
+    return run_points([point], jobs=1)[0]
+
+
+class PointsFailed(RuntimeError):
+    """Some points raised an unexpected exception (a pimserve bug, not a bad point): their
+    tracebacks are in the store's ``errors`` table and a resumed run retries them."""
+
+    def __init__(self, store: Path, errors: Sequence[str]):
+        self.store, self.errors = store, list(errors)
+        super().__init__(f"{len(errors)} points failed unexpectedly (a pimserve bug; "
+                         f"tracebacks in {store}, table errors; --resume retries them); "
+                         f"first: {errors[0]}")
+
+
+def run_grid(points: Sequence[Point], store: Store, executor: Executor | None = None, *,
+             resume: bool = False, progress: bool = False, description: str = "simulating",
+             sweep: str = "", log: Mapping[str, Any] | None = None
+             ) -> tuple[list[dict[str, Any]], RunSummary]:
+    """Run ``points`` on the sweep runner into ``store`` on ``executor`` (default: in this
+    process); returns their rows, in the order of ``points``, read back from the store by
+    key, and what the runner did. Points with the same configuration run once. Without
+    ``resume``, a store that already holds any of the points is refused (ConfigurationError
+    naming ``--resume``, nothing written); with it, only the points it lacks run. ``log``
+    (a description of the run) is recorded in the store's ``sweeps`` table as ``sweep``
+    with strategy ``grid``. Raises :class:`PointsFailed` when a point failed unexpectedly
+    (the others stay stored)."""
+    sps = [p.sweep_point() for p in points]
+    keys = {p.key for p in sps}
+    if not resume:
+        have = store.keys(keys)
+        if have and len(have) == len(keys):
+            raise ConfigurationError(
+                f"{store.path} already holds all {len(keys)} of these points; pass --resume "
+                "to read them back without running any, or choose another --out")
+        if have:
+            raise ConfigurationError(
+                f"{store.path} already holds {len(have)} of these {len(keys)} points; pass "
+                f"--resume to run only the {len(keys) - len(have)} missing, or choose "
+                "another --out")
+    if log is not None:
+        store.log_sweep(sweep, "grid", len(keys), log)
     bar = _progress(progress)
     with bar as prog:
-        task = prog.add_task(description, total=len(points)) if prog else None
-        if jobs == 1 or len(points) <= 1:
-            for i, p in enumerate(points):
-                rows[i] = run_point(p)
-                if prog:
-                    prog.advance(task)
-        else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("fork")) as ex:
-                futs = {ex.submit(run_point, p): i for i, p in enumerate(points)}
-                for f in as_completed(futs):
-                    rows[futs[f]] = f.result()
-                    if prog:
-                        prog.advance(task)
-    return [r for r in rows if r is not None]
+        task = prog.add_task(description, total=None) if prog else None
+
+        def tick(done: int, total: int) -> None:
+            if prog is not None:
+                prog.update(task, completed=done, total=total)
+                prog.refresh()
+
+        summary = run_on_store(sps, store, executor, sweep=sweep, resume=resume,
+                               progress=tick if prog else None)
+    if summary.errors:
+        raise PointsFailed(store.path, summary.errors)
+    stored = {r["key"]: r for r in store.rows([p.key for p in sps])}
+    return [row_from_store(p, stored.get(sp.key)) for p, sp in zip(points, sps, strict=True)], \
+        summary
+
+
+def run_points(points: Sequence[Point], *, jobs: int | None = None, progress: bool = False,
+               description: str = "simulating") -> list[dict[str, Any]]:
+    """Run ``points`` on the sweep runner with ``jobs`` workers (default all cores; 1: in
+    this process) into a temporary store; rows come back in the order of ``points``.
+    ``progress`` shows a progress bar. (:func:`reproduce` keeps its store.)"""
+    if jobs is not None and (isinstance(jobs, bool) or jobs < 1):
+        raise ConfigurationError(f"jobs must be a positive integer (got {jobs})")
+    executor = make_executor(jobs)
+    try:
+        with tempfile.TemporaryDirectory(prefix="pimserve-points-") as tmp:
+            store = Store(tmp)
+            try:
+                rows, _ = run_grid(points, store, executor, resume=True, progress=progress,
+                                   description=description)
+            finally:
+                store.close()
+                release_store(store.path)
+    finally:
+        executor.close()
+    return rows
 
 
 def _progress(enabled: bool) -> Any:
@@ -170,8 +324,13 @@ def _progress(enabled: bool) -> Any:
         return nullcontext()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from pimserve.report.console import console
+
+    # no refresh thread (auto_refresh False): the pool forks its workers while the bar is
+    # up, and a fork must not copy a thread that may hold the console's locks
     return Progress("[progress.description]{task.description}", BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                    transient=False, auto_refresh=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -182,32 +341,23 @@ _FRACTIONS = {"compute_efficiency", "memory_efficiency"}
 
 
 def _scratch() -> Path:
-    """A temporary folder for modified presets; removed when the reproduction ends (and at
-    exit, whatever happens)."""
+    """The folder of modified presets: the sweep runner's scratch folder (one per process
+    tree, removed at exit whatever happens, and by :func:`reproduce` when it ends)."""
     global _SCRATCH
-    if _SCRATCH is None:
-        import atexit
-        import tempfile
+    from pimserve.experiments.sweep.resolve import scratch_folder
 
-        _SCRATCH = Path(tempfile.mkdtemp(prefix="pimserve-sensitivity-"))
-        atexit.register(_drop_scratch)
+    _SCRATCH = scratch_folder()
     return _SCRATCH
 
 
 def _drop_scratch() -> None:
-    """Remove the scratch folder of modified presets, if there is one."""
+    """Remove the scratch folder of modified presets, if there is one (and forget the specs
+    loaded from it)."""
     global _SCRATCH
-    if _SCRATCH is not None:
-        import shutil
+    from pimserve.experiments.sweep.resolve import drop_scratch
 
-        shutil.rmtree(_SCRATCH, ignore_errors=True)
-        _SCRATCH = None
-
-
-def _digest(data: dict[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+    drop_scratch()
+    _SCRATCH = None
 
 
 def _scaled(data: dict[str, Any], changes: Mapping[str, float]) -> dict[str, Any]:
@@ -232,12 +382,13 @@ def scaled_system(system: str | SystemSpec, *,
 
     ``devices`` maps a device preset name to ``{field: factor}`` (dotted for nested fields,
     e.g. ``"dram.t_ck_ns"``); ``links`` likewise for link presets. The modified presets are
-    written as YAML files to a scratch folder and the system's groups point at them, so that
-    the change goes through the same loading and validation as a user's own file.
+    written as YAML files (named by content) to the sweep runner's scratch folder
+    (:func:`~pimserve.experiments.sweep.resolve.spec_file`) and the system's groups point at
+    them, so that the change goes through the same loading and validation as a user's own
+    file; a point's resolved configuration then holds their content, not the path.
     Efficiencies (fractions of peak) are clamped at 1.
     """
-    import yaml
-
+    from pimserve.experiments.sweep.resolve import spec_file
     from pimserve.specs.catalog import load_device, load_link, load_system
 
     spec = load_system(system)
@@ -245,15 +396,11 @@ def scaled_system(system: str | SystemSpec, *,
     for g in spec.groups:
         upd: dict[str, Any] = {}
         if devices and g.device in devices:
-            d = _scaled(load_device(g.device).model_dump(mode="json"), devices[g.device])
-            path = _scratch() / f"{g.device}-{_digest(d)}.yaml"
-            path.write_text(yaml.safe_dump(d))
-            upd["device"] = str(path)
+            upd["device"] = spec_file(_scaled(load_device(g.device).model_dump(mode="json"),
+                                              devices[g.device]))
         if links and g.link in links:
-            d = _scaled(load_link(g.link).model_dump(mode="json"), links[g.link])
-            path = _scratch() / f"{g.link}-{_digest(d)}.yaml"
-            path.write_text(yaml.safe_dump(d))
-            upd["link"] = str(path)
+            upd["link"] = spec_file(_scaled(load_link(g.link).model_dump(mode="json"),
+                                            links[g.link]))
         groups.append(g.model_copy(update=upd) if upd else g)
     return spec.model_copy(update={"groups": groups})
 
@@ -480,11 +627,23 @@ class ReproductionResult:
     variants: list[dict[str, Any]] = field(default_factory=list)
     #: per headline outside its tolerance, the parameter factor that closes it (gap_closers)
     closers: list[dict[str, Any]] = field(default_factory=list)
+    #: what the sweep runner did: points, how many were already stored, ran, were invalid
+    summary: RunSummary | None = None
+    #: the store the rows were read from (``out/sweep.sqlite``)
+    store: Path | None = None
 
 
 def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int | None = None,
-              progress: bool = False, sensitivity: bool = True) -> ReproductionResult:
-    """Run ``repro``'s grid (and its sensitivity runs) and write the output folder ``out``."""
+              progress: bool = False, sensitivity: bool = True,
+              executor: Executor | None = None, resume: bool = False) -> ReproductionResult:
+    """Run ``repro``'s grid (and its sensitivity runs) and write the output folder ``out``.
+
+    Every point runs on the sweep runner into the store ``out/sweep.sqlite`` (keyed by its
+    resolved configuration and the pimserve version), on ``executor`` (default: a local pool
+    of ``jobs`` workers, all cores when None; ``jobs`` 1 runs in this process). Without
+    ``resume`` a store that already holds some of the points is refused
+    (ConfigurationError naming ``--resume``); with it only the missing points run and the
+    rest are read from the store, so the results are the same as an uninterrupted run's."""
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -514,8 +673,24 @@ def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int 
             else:
                 var_reuse.append(None)
                 var_points.append(q.with_labels(variant=v.name))
-    all_rows = run_points([*points, *sens_base, *sens_points, *var_points], jobs=jobs,
-                          progress=progress, description=f"reproduce {repro.name}")
+    grid = [*points, *sens_base, *sens_points, *var_points]
+    own = executor is None
+    if own:
+        if jobs is not None and (isinstance(jobs, bool) or jobs < 1):
+            raise ConfigurationError(f"jobs must be a positive integer (got {jobs})")
+        executor = make_executor(jobs)
+    store = Store(out)
+    name = f"reproduce-{repro.name}"
+    try:
+        all_rows, summary = run_grid(grid, store, executor, resume=resume, progress=progress,
+                                     description=f"reproduce {repro.name}", sweep=name,
+                                     log={"reproduction": repro.name, "quick": quick,
+                                          "sensitivity": sensitivity})
+    finally:
+        if own:
+            executor.close()
+        store.close()
+        release_store(store.path)
     rows = all_rows[:len(points)]
     base_rows = all_rows[len(points):len(points) + len(sens_base)]
     n_fixed = len(points) + len(sens_base) + len(sens_points)
@@ -547,7 +722,8 @@ def reproduce(repro: Reproduction, out: Path, *, quick: bool = False, jobs: int 
     figures = repro.figures(rows, out)
     wall = time.perf_counter() - t0
     result = ReproductionResult(repro.name, quick, rows, headlines, sens, figures, out, wall,
-                                var_table, gap_closers(headlines, sens, params))
+                                var_table, gap_closers(headlines, sens, params), summary,
+                                store.path)
     _write(repro, result, params)
     _drop_scratch()
     return result
@@ -634,8 +810,15 @@ def _write(repro: Reproduction, res: ReproductionResult, params: list[Parameter]
         w.writeheader()
         for r in res.rows:
             w.writerow(r)
-    meta = {"reproduction": repro.name, "quick": res.quick, "wall_s": res.wall_s,
-            "python": platform.python_version(), "cpus": os.cpu_count()}
+    meta: dict[str, Any] = {"reproduction": repro.name, "quick": res.quick,
+                            "wall_s": res.wall_s, "python": platform.python_version(),
+                            "cpus": os.cpu_count()}
+    if res.summary is not None:
+        s = res.summary
+        meta["runner"] = {"store": str(res.store), "points": s.points,
+                          "stored_before": s.stored_before, "ran": s.ran,
+                          "invalid": s.invalid, "executor": s.executor,
+                          "run_wall_s": s.wall_s}
     payload = {"meta": meta, "headlines": [h.to_dict() for h in res.headlines],
                "parameters": [{"name": p.name, "value": p.value, "why": p.why} for p in params],
                "sensitivity": res.sensitivity,

@@ -474,3 +474,108 @@ def check(point: Point) -> Point:
     except PimserveError as err:
         point.reason = str(err)
     return point
+
+
+# ------------------------------------------------------------------------------------------
+# a configuration from engine-level inputs (reproductions, calibrations)
+
+
+def spec_file(d: dict[str, Any]) -> str:
+    """A device or link spec (plain data) as a YAML file in the scratch folder, named by its
+    content; the path loads and validates like a user's own file. Shared by every caller
+    that needs a changed preset on disk (sweeps, ``scaled_system`` of the reproductions)."""
+    return _spec_file(d)
+
+
+def _spec_dict(ref: str, dump: Any, preset: Any) -> dict[str, Any]:
+    """The spec ``ref`` names, as data; named ``<name>~<8 hex digits>`` when it is a file
+    whose content differs from the preset of the same name (so that a configuration never
+    holds two different specs under one preset's name)."""
+    d = dump(ref)
+    name = str(d.get("name", ""))
+    if ref != name and "~" not in name:
+        try:
+            same = preset(name) == d
+        except PimserveError:  # no preset of that name: the file's own name stands
+            same = True
+        if not same:
+            d = {**d, "name": f"{name}~{digest(d, 8)}"}
+    return d
+
+
+def config_for(system: str | SystemSpec, model: str | ModelSpec, workload: str,
+               n_requests: int | None = None, options: Mapping[str, Any] | None = None, *,
+               rate_per_s: float | None = None) -> dict[str, Any]:
+    """The resolved configuration (see :func:`resolve`) of a run given as
+    :func:`pimserve.simulate` takes it: a system and a model (names, files or specs, possibly
+    changed in code), a workload preset, its size and arrival rate, and run options.
+
+    Its :func:`point_key` identifies the run in a store, and :func:`materialize` gives back
+    engine objects that run exactly as ``simulate(system, model, workload,
+    n_requests=n_requests, rate_per_s=rate_per_s, **options)`` does. Unlike a sweep's
+    parameters, nothing here renames the system or the model: a spec keeps the name it has
+    (so PAPI's alpha calibrated for ``papi`` still applies to a ``papi`` spec whose devices a
+    caller changed, as in ``simulate``); a device or link file whose content differs from
+    the preset of its name is named ``<name>~<8 hex digits>``. Raises a PimserveError naming
+    the field for a bad option, an unknown name or an invalid spec."""
+    # a spec's devices and links are loaded (and so checked) as they are dumped below
+    spec = system if isinstance(system, SystemSpec) else _system_cached(system)
+    sysd = spec.model_dump(mode="json")
+    devices: dict[str, dict[str, Any]] = {}
+    link_specs: dict[str, dict[str, Any]] = {}
+
+    def register(store: dict[str, dict[str, Any]], d: dict[str, Any]) -> str:
+        name = str(d["name"])
+        if name in store and store[name] != d:  # two different specs with one name
+            d = {**d, "name": f"{name}~{digest(d, 8)}"}
+            name = d["name"]
+        store[name] = _intern(d)
+        return name
+
+    for g in sysd["groups"]:
+        g["device"] = register(devices, _spec_dict(g["device"], _dump_device, _dump_device))
+        if g.get("link"):
+            g["link"] = register(link_specs, _spec_dict(g["link"], _dump_link, _dump_link))
+    if sysd.get("collective_link"):
+        sysd["collective_link"] = register(
+            link_specs, _spec_dict(sysd["collective_link"], _dump_link, _dump_link))
+    sysd = validate(SystemSpec, sysd, f"system {spec.name}").model_dump(mode="json")
+    if isinstance(model, ModelSpec):
+        modeld = model.model_dump(mode="json")
+    else:
+        modeld = json.loads(_dump_model_cached(model))
+    cfg = validate(RunConfig, dict(options or {}), "run options").model_dump(mode="json")
+    from pimserve.workload.presets import WORKLOADS
+
+    WORKLOADS.get(workload)
+    n = 256 if n_requests is None else n_requests
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigurationError(f"n_requests must be a positive integer (got {n!r})")
+    if rate_per_s is not None and (isinstance(rate_per_s, bool)
+                                   or not isinstance(rate_per_s, int | float)
+                                   or not 0 < rate_per_s < float("inf")):
+        raise ConfigurationError(f"rate_per_s must be a positive number (got {rate_per_s!r})")
+    wl = {"preset": workload, "n_requests": n,
+          "rate_per_s": None if rate_per_s is None else float(rate_per_s)}
+    return {"system": sysd, "devices": devices, "links": link_specs,
+            "model": _intern(modeld), "workload": wl, "run": _intern(cfg)}
+
+
+def scratch_folder() -> Path:
+    """This process tree's scratch folder of changed device and link files (made on first
+    use; see :func:`spec_file`)."""
+    return _scratch()
+
+
+def drop_scratch() -> None:
+    """Remove this process's scratch folder now, and forget the specs loaded from paths (so
+    that nothing cached points into the removed folder); the folder is made again when next
+    needed. For a process that made the folder and is done with it (a reproduction at its
+    end); otherwise it goes at exit."""
+    global _SCRATCH
+    if _SCRATCH is not None:
+        if _SCRATCH.name.startswith(f"{_SCRATCH_PREFIX}{os.getpid()}-"):  # made here
+            shutil.rmtree(_SCRATCH, ignore_errors=True)
+        _SCRATCH = None
+    for cached in (_dump_device_cached, _dump_link_cached, _system_cached, _system_from):
+        cached.cache_clear()

@@ -127,22 +127,95 @@ def point_row(point: Point, sweep: str) -> dict[str, Any]:
     return row
 
 
+POINT_KINDS = ("simulate", "slo")
+"""What a point's configuration asks for (its ``kind`` field): ``simulate`` (the default,
+and the only kind a sweep spec makes; such configurations carry no ``kind``, so their keys
+are unchanged) runs the configuration once; ``slo`` runs
+:func:`pimserve.experiments.slo.slo_search` on it (see :func:`run_slo`)."""
+
+
+def run_slo(config: dict[str, Any]) -> Any:
+    """The SLO search of a ``kind: slo`` configuration: :func:`~pimserve.experiments.slo.
+    slo_search` of its system, model and workload preset, with ``config["slo"]`` as the
+    search's arguments (``tpot_slo_ms``, ``percentile``, ``tol``, ``max_probes``, ...),
+    ``workload.n_requests`` requests per probe, the run's ``seed`` as the search's seed and
+    the run options that differ from their defaults as the probes' options."""
+    from pimserve.experiments.slo import slo_search
+
+    r = materialize(config)
+    wl = config["workload"]
+    if "preset" not in wl or wl.get("rate_per_s") is not None:
+        raise ConfigurationError("a kind 'slo' point needs a workload preset without "
+                                 "rate_per_s (the search sets the arrival rate)")
+    defaults = _run_defaults()
+    opts = {k: v for k, v in config["run"].items() if k != "seed" and v != defaults.get(k)}
+    clash = sorted(set(opts) & {"tpot_slo_ms", "ttft_slo_ms"})
+    if clash:
+        raise ConfigurationError(f"run option {clash[0]} of a kind 'slo' point: give the SLO "
+                                 "in the point's slo arguments")
+    args = dict(config.get("slo", {}))
+    owned = sorted(set(args) & {"n_requests", "seed", "progress"})
+    if owned:
+        raise ConfigurationError(f"slo argument {owned[0]} of a kind 'slo' point: it comes "
+                                 "from the configuration (workload.n_requests, run.seed)")
+    return slo_search(r.system, r.model, wl["preset"], n_requests=wl["n_requests"],
+                      seed=r.cfg.seed, **args, **opts)
+
+
+@functools.lru_cache(maxsize=1)
+def _run_defaults() -> dict[str, Any]:
+    from pimserve.engine.config import RunConfig
+
+    return RunConfig().model_dump(mode="json")
+
+
+def slo_row(res: Any) -> dict[str, Any]:
+    """An SLO search's columns: ``slo_met`` (0/1), ``best_rate_per_s`` (requests/s; NULL
+    when no rate met), ``throughput_tok_s`` (the best probe's run throughput) and
+    ``offered_tok_s`` (its rate x mean output tokens), ``tpot_ms`` (its TPOT statistic),
+    the final bracket, ``capacity_req_s``, ``tpot_alone_ms``, ``slo_probes`` (simulated
+    probes), the best probe's ``drain_fraction`` and ``mean_rlp``, ``slo_how``, ``warnings``
+    and the whole result as ``slo_json``."""
+    best = next((p for p in res.probes if res.met and p.rate_per_s == res.best_rate_per_s),
+                None)
+    return {"slo_met": bool(res.met), "best_rate_per_s": res.best_rate_per_s,
+            "throughput_tok_s": res.throughput_tok_s, "offered_tok_s": res.offered_tok_s,
+            "tpot_ms": res.tpot_ms, "tpot_slo_ms": res.tpot_slo_ms,
+            "slo_percentile": res.percentile, "bracket_lo_per_s": res.bracket_lo_per_s,
+            "bracket_hi_per_s": res.bracket_hi_per_s, "capacity_req_s": res.capacity_req_s,
+            "tpot_alone_ms": res.tpot_alone_ms, "slo_probes": len(res.probes),
+            "drain_fraction": best.drain_fraction if best is not None else None,
+            "mean_rlp": best.mean_rlp if best is not None else None,
+            "slo_how": res.how, "warnings": json.dumps(res.warnings),
+            "slo_json": json.dumps(res.to_dict(), sort_keys=True)}
+
+
 def run_point(point: Point, sweep: str = "") -> dict[str, Any]:
-    """Simulate one resolved point; its row: metadata, ``param.*``, every result field and
-    the hardware cost. A configuration the engine refuses gives ``status`` ``invalid`` and
-    its one-line ``reason``; other exceptions propagate (a bug, not a bad point)."""
+    """Run one resolved point; its row: metadata, ``param.*``, every result field and the
+    hardware cost. A configuration the engine refuses gives ``status`` ``invalid`` and its
+    one-line ``reason``; other exceptions propagate (a bug, not a bad point). The
+    configuration's ``kind`` (:data:`POINT_KINDS`) says what runs: one simulation (result
+    fields as in :func:`result_row`) or an SLO search (:func:`slo_row`)."""
     from pimserve.engine.simulator import Simulator
 
     row = point_row(point, sweep)
     t0 = time.perf_counter()
     if point.config is not None and point.reason is None:
+        kind = point.config.get("kind", "simulate")
         try:
-            r = materialize(point.config)
-            res = Simulator(r.system, r.model, r.requests, r.cfg, r.label).run()
+            if kind == "slo":
+                res_row = slo_row(run_slo(point.config))
+            elif kind == "simulate":
+                r = materialize(point.config)
+                res_row = result_row(Simulator(r.system, r.model, r.requests, r.cfg,
+                                               r.label).run())
+            else:
+                raise ConfigurationError(f"point kind {kind!r} is unknown (accepted: "
+                                         f"{', '.join(POINT_KINDS)})")
         except PimserveError as err:
             row.update(status="invalid", reason=str(err))
         else:
-            row.update(result_row(res))
+            row.update(res_row)
             row["status"] = "ok"
             row.update(_hardware_cost(canonical_json(
                 {"system": point.config["system"], "devices": point.config["devices"],
@@ -162,6 +235,16 @@ def _store(path: str) -> Store:
     if k not in _STORES:
         _STORES[k] = Store(path)
     return _STORES[k]
+
+
+def release_store(path: str | Path) -> None:
+    """Close this process's cached connection to the store file ``path`` (:func:`run_chunk`
+    keeps one per process and store), for a caller about to delete a store it ran into."""
+    import os
+
+    db = _STORES.pop((os.getpid(), str(path)), None)
+    if db is not None:
+        db.close()
 
 
 def run_chunk(points: list[Point], sweep: str, store: str | None) -> list[dict[str, Any]]:
