@@ -763,47 +763,67 @@ class KVHierarchy:
                 c = (u[k:] * n.take(r, mode="wrap")).astype(np.intp)
                 self._sal[slots.take(r, mode="wrap"), c] = self._draws.lognormal(k)
 
+    def _activate(self, ring: int, reads: np.ndarray, resident: np.ndarray | None) -> None:
+        """Record this step's bank-group activations in the greedy mapping's window: the
+        blocks read and, with sparse reads, every resident block (the selection pass scans
+        them all; PAM 6.1 balances activations); offloaded tiers' codes hold none."""
+        act = reads if resident is None else reads + resident
+        act[0] = 0
+        for a, b in self._offload_cols:
+            act[a:b] = 0
+        self._act_version += 1
+        self._act_sum -= self._act[ring]
+        self._act[ring] = act
+        self._act_sum += act
+
+    def _set_imbalance(self, k: int, load: np.ndarray) -> np.ndarray:
+        """Each replica set of tier ``k``: its busiest bank group's load over its mean (1
+        where the set has none), from ``load`` by bank-group code (all codes)."""
+        t = self.tiers[k]
+        off = self._bg_off[k]
+        lw = load[off: off + self._bg_total[k]].reshape(t.sets, t.n_bg)
+        mean = np.add.reduce(lw, axis=1) / t.n_bg
+        return np.divide(np.maximum.reduce(lw, axis=1), mean, out=np.ones(t.sets),
+                         where=mean > 0)
+
     def _price(
-        self, k: int, cnt: np.ndarray, nr: int, parts: int, slots: np.ndarray, ring: int,
+        self, k: int, cnt: np.ndarray, parts: int, slots: np.ndarray, reads: np.ndarray,
         q_tokens: int, width_tokens: int, ctx: np.ndarray, energy: float,
+        resident: np.ndarray | None = None,
     ) -> tuple[float, float, float]:
-        """One layer's local attention on tier ``k`` (a computing tier): ``cnt`` holds each
-        request's blocks read and resident on the tier (overwritten), ``nr`` their total.
-        Returns (time s, ``energy`` J plus the tier's, time s of the partial results'
-        transfer)."""
+        """One layer's local attention on tier ``k`` (a computing tier). ``cnt`` holds each
+        request's blocks read and resident on the tier (overwritten); ``reads``: the step's
+        blocks read by bank-group code. ``resident``: the
+        step's resident blocks by bank-group code; with sparse reads the selection pass
+        reads every resident block, so its bank groups wait on those, while the attention's
+        wait on the blocks read. Returns (time s, ``energy`` J plus the tier's, time s of
+        the partial results' transfer)."""
         t = self.tiers[k]
         R = cnt.shape[1]
         np.multiply(cnt, self.block_tokens, out=cnt)
         np.minimum(cnt, ctx, out=cnt)  # cnt[0]: tokens read, cnt[1]: tokens resident
         tab = self._pair_table(k, q_tokens, width_tokens)
-        off = self._bg_off[k]
-        load = self._act[ring][off: off + self._bg_total[k]]
-        if t.sets == 1:
-            if self.sparse:
-                cnt[1] += tab.shape[0] // 2  # the selection pass's rows of the table
-                g = tab.take(cnt.ravel(), axis=0, mode="wrap")  # [(kind, request), (s, J)]
-            else:
-                g = tab.take(cnt[1], axis=0, mode="wrap")
-            work, e = (self._ones[: g.shape[0]] @ g).tolist()  # one replica set: the sum
-            energy += e
-            tot = float(nr)  # the tier's load is its blocks read
-            imb = float(np.maximum.reduce(load)) * t.n_bg / tot if tot > 0 else 1.0
-            tt = t.with_refresh(work * imb)  # >= work >= any request's time: imb >= 1
+        if self.sparse:
+            cnt[1] += tab.shape[0] // 2  # the selection pass's rows of the table
+            g = tab.take(cnt.ravel(), axis=0, mode="wrap")  # [(kind, request), (s, J)]
+            read_s, select_s = g[:R, 0], g[R:, 0]
         else:
-            if self.sparse:
-                cnt[1] += tab.shape[0] // 2
-                g = tab.take(cnt.ravel(), axis=0, mode="wrap")
-                per = g[:R, 0] + g[R:, 0]  # each request's local attention and selection pass
+            g = tab.take(cnt[1], axis=0, mode="wrap")
+            read_s, select_s = g[:, 0], None
+        energy += float(np.add.reduce(g[:, 1]))
+        imb = self._set_imbalance(k, reads)  # >= 1
+        if t.sets == 1:
+            busy = float(np.add.reduce(read_s)) * float(imb[0])
+        else:
+            busy = np.bincount(slots % t.sets, weights=read_s, minlength=t.sets) * imb
+        if select_s is not None:
+            imb_sel = imb if resident is None else self._set_imbalance(k, resident)
+            if t.sets == 1:
+                busy += float(np.add.reduce(select_s)) * float(imb_sel[0])
             else:
-                g = tab.take(cnt[1], axis=0, mode="wrap")
-                per = g[:, 0]
-            energy += float(np.add.reduce(g[:, 1]))
-            work = np.bincount(slots % t.sets, weights=per, minlength=t.sets)
-            lw = load.reshape(t.sets, t.n_bg)
-            mean = np.add.reduce(lw, axis=1) / t.n_bg
-            mx = np.maximum.reduce(lw, axis=1)
-            imb = np.divide(mx, mean, out=np.ones(t.sets), where=mean > 0)
-            tt = t.with_refresh(float((work * imb).max()))  # >= any request's: imb >= 1
+                busy = busy + np.bincount(slots % t.sets, weights=select_s,
+                                          minlength=t.sets) * imb_sel
+        tt = t.with_refresh(float(np.max(busy)))  # >= any request's time: imb >= 1
         # partial results to HBM-PIM (PAMattention: none leave HBM-PIM itself) or per block
         # to the GPUs (without)
         x_s = 0.0
@@ -931,14 +951,12 @@ class KVHierarchy:
 
         ctx = context if type(context) is np.ndarray else np.asarray(context, dtype=np.int64)
         self._ring = ring = (self._ring + 1) % self.window
-        self._act_version += 1
-        # every tier's bank-group load of this step's reads, by code (and the window's sums:
-        # kept current)
-        self._act_sum -= self._act[ring]
-        self._act[ring] = act_now = np.bincount(bgs[sel], minlength=self._n_codes)
-        for a, b in self._offload_cols:
-            act_now[a:b] = 0.0
-        self._act_sum += act_now
+        # every tier's bank-group load of this step's reads, by code; the activations the
+        # greedy mapping balances add the selection pass's scan of every resident block
+        # (and the window's sums: kept current)
+        reads = np.bincount(bgs[sel], minlength=self._n_codes)
+        resident = np.bincount(bgs.ravel(), minlength=self._n_codes) if self.sparse else None
+        self._activate(ring, reads, resident)
         slowest = 0.0
         fetch_s = 0.0
         energy = 0.0
@@ -976,8 +994,8 @@ class KVHierarchy:
                 energy += t.link_energy(nb)
                 fetched_tokens = tok if fetched_tokens is None else fetched_tokens + tok
                 continue
-            tt, energy, x_s = self._price(k, cnt, nr, parts, slots, ring, q_tokens, width * B,
-                                          ctx, energy)
+            tt, energy, x_s = self._price(k, cnt, parts, slots, reads, q_tokens, width * B,
+                                          ctx, energy, resident)
             tier_time[k] = tt
             tier_x[k] = x_s
             slowest = max(slowest, tt + x_s)
@@ -1085,19 +1103,21 @@ class KVHierarchy:
         self.resident_blocks += float(nv)
         self.read_blocks += float(nsel)
         self._ring = ring = (self._ring + 1) % self.window
-        self._act_version += 1
-        self._act_sum -= self._act[ring]
-        self._act[ring] = act_now = np.bincount(bgs[:, :C][sel], minlength=self._n_codes)
-        self._act_sum += act_now
+        reads = np.bincount(bgs[:, :C][sel], minlength=self._n_codes)
+        res = np.bincount(bgs[:, :C].ravel(), minlength=self._n_codes)
+        self._activate(ring, reads, res)
         # ---- price the first tier (as _price)
         np.left_shift(nread, shift, out=nread)
         np.minimum(nread, ctx, out=nread)
         tab = self._pair_table(0, q_tokens, self._cols * B)
         np.add(ctx, tab.shape[0] // 2, out=cnt[1])  # the selection pass over every token
         g = tab.take(cnt.ravel(), axis=0, mode="wrap")
-        work, energy = (self._ones[: 2 * R] @ g).tolist()
-        imb = float(np.maximum.reduce(act_now)) * t.n_bg / nsel  # (only tier 0 holds blocks)
-        tt = t.with_refresh(work * imb)
+        energy = float(np.add.reduce(g[:, 1]))
+        # the attention waits on the bank groups of the blocks read, the selection pass on
+        # those of every resident block (as _price)
+        busy = float(np.add.reduce(g[:R, 0])) * float(self._set_imbalance(0, reads)[0])
+        busy += float(np.add.reduce(g[R:, 0])) * float(self._set_imbalance(0, res)[0])
+        tt = t.with_refresh(busy)
         m = self.model
         L = m.n_layers
         x_s = 0.0  # (PAMattention: the partials stay on the first tier, HBM-PIM)
@@ -1391,6 +1411,23 @@ class KVHierarchy:
         h -= take
         return base + np.repeat(np.arange(h.size), take)
 
+    def _resident_loads(self, slots: np.ndarray, bgs: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        """Resident blocks of the step's requests by bank-group code: single columns at
+        their own, merged blocks by the requests' histograms (``wt``: weights, 0 past a
+        request's columns)."""
+        n = self._n_codes
+        res = np.bincount(bgs[wt == 1], minlength=n)
+        res[0] = 0
+        merged = np.flatnonzero(self._has_merged[slots])
+        for k, t in enumerate(self.tiers):
+            if not merged.size:
+                break
+            base = self._bg_off[k] + (slots[merged] % t.sets) * t.n_bg
+            h = self._mh[slots[merged], self._hoff[k]: self._hoff[k + 1]]
+            idx = base[:, None] + np.arange(t.n_bg)
+            res += np.bincount(idx.ravel(), weights=h.ravel(), minlength=n).astype(np.int64)
+        return res
+
     def _loads(self, slots: np.ndarray, bgs: np.ndarray, selw: np.ndarray) -> np.ndarray:
         """Blocks read per bank-group code this step: a column of one block loads its bank
         group; of a request's merged blocks on a tier, those the step reads are a sample of
@@ -1494,12 +1531,9 @@ class KVHierarchy:
         self.read_blocks += float(kread.sum())
         ctx = np.asarray(context, dtype=np.int64)
         self._ring = ring = (self._ring + 1) % self.window
-        self._act_version += 1
-        self._act_sum -= self._act[ring]
-        self._act[ring] = act_now = self._loads(slots, bgs, selw)
-        for a, b in self._offload_cols:
-            act_now[a:b] = 0
-        self._act_sum += act_now
+        reads = self._loads(slots, bgs, selw)
+        resident = self._resident_loads(slots, bgs, wt) if self.sparse else None
+        self._activate(ring, reads, resident)
         slowest = fetch_s = energy = comm_s = 0.0
         fetched_tokens = None
         tier_time = [0.0] * nt
@@ -1528,8 +1562,8 @@ class KVHierarchy:
                 energy += t.link_energy(nbytes)
                 fetched_tokens = tok if fetched_tokens is None else fetched_tokens + tok
                 continue
-            tt, energy, x_s = self._price(k, cnt, nr, parts, slots, ring, q_tokens,
-                                          int(nb.max()) * B, ctx, energy)
+            tt, energy, x_s = self._price(k, cnt, parts, slots, reads, q_tokens,
+                                          int(nb.max()) * B, ctx, energy, resident)
             tier_time[k] = tt
             tier_x[k] = x_s
             slowest = max(slowest, tt + x_s)
