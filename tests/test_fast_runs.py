@@ -80,4 +80,4 @@ def test_a_long_static_batch_is_mostly_runs():
     finally:
         mp.undo()
     assert r.iterations == 1000  # prefill + 999 decode iterations
-    assert calls["run"] == 1 and calls["step"] == 2  # prefill, one run, the finishing step
+    assert calls["run"] == 1 and calls["step"] == 1  # prefill, one run (it finishes them)

@@ -187,14 +187,14 @@ class Simulator:
         it_count: int, tl_lo: int,
     ) -> int:
         """How many decode-only iterations from now can be priced as one run: all running
-        requests decode (TLP 1), none finishes before the run's end (the finishing iteration
-        runs on its own), nothing can be admitted (static batch, empty queue or full batch),
-        the KV fits every iteration (continuous batching), the iteration cap and the
-        timeline window are not crossed. Arrivals are checked by the caller on the priced
-        times. 0 or 1: no run."""
+        requests decode (TLP 1), none finishes before the run's last iteration (requests
+        finish at its end, as after a step), nothing can be admitted (static batch, empty
+        queue or full batch), the KV fits every iteration (continuous batching), the
+        iteration cap and the timeline window are not crossed. Arrivals are checked by the
+        caller on the priced times. 0 or 1: no run."""
         if not np.all(pre_done[running] >= pre_target[running]):
             return 0
-        k = int((out[running] - gen[running]).min()) - 1  # the last one finishes a request
+        k = int((out[running] - gen[running]).min())  # the last one may finish requests
         cfg = self.cfg
         if cfg.max_iterations is not None:
             k = min(k, cfg.max_iterations - it_count - 1)
@@ -241,6 +241,28 @@ class Simulator:
                 steps[f].extend(run[f][:k].tolist())
             steps["tokens"].extend([n] * k)
         return float(starts[k])
+
+    def _finish(
+        self, running: np.ndarray, gen: np.ndarray, out: np.ndarray, status: np.ndarray,
+        t_done: np.ndarray, kv: np.ndarray, now: float, finished: int, total_live: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> tuple[np.ndarray, int]:
+        """Finish the running requests that reached their output length at time ``now`` (s):
+        mark them done, free their KV; returns the still running ones and the new count of
+        finished requests."""
+        done_mask = gen[running] >= out[running]
+        if not done_mask.any():
+            return running, finished
+        fin = running[done_mask]
+        status[fin] = DONE
+        t_done[fin] = now
+        kv[fin] = 0
+        if self.kvh is not None:
+            self.kvh.release(fin)
+        finished += fin.size
+        if progress is not None:
+            progress(finished, total_live)
+        return running[~done_mask], finished
 
     def _blocks(self, tokens: np.ndarray) -> np.ndarray:
         return -(-tokens // self.block_tokens)
@@ -429,6 +451,9 @@ class Simulator:
                         kv[running] += k
                         gen[running] += k
                         it_count += k
+                        running, finished = self._finish(running, gen, out, status, t_done,
+                                                         kv, now, finished, total_live,
+                                                         progress)
                         continue
 
             # ---- this iteration's work
@@ -544,18 +569,8 @@ class Simulator:
                     dec_only_tok += int(produced.sum())
             if steps is not None:
                 steps["tokens"].append(int(gen[running].sum()) - gen_before)
-            done_mask = gen[running] >= out[running]
-            if done_mask.any():
-                fin = running[done_mask]
-                status[fin] = DONE
-                t_done[fin] = now
-                kv[fin] = 0
-                if kvh is not None:
-                    kvh.release(fin)
-                finished += fin.size
-                running = running[~done_mask]
-                if progress is not None:
-                    progress(finished, total_live)
+            running, finished = self._finish(running, gen, out, status, t_done, kv, now,
+                                             finished, total_live, progress)
             if cfg.max_iterations is not None and it_count >= cfg.max_iterations:
                 self.warnings.append(f"stopped after max_iterations={cfg.max_iterations}")
                 break
