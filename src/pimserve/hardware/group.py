@@ -143,8 +143,10 @@ class GroupModel:
 
     def transfer(self, bytes_total: Any) -> Cost:
         """Move ``bytes_total`` between this group and the compute side over ``count`` links."""
-        if self.link is None or np.sum(bytes_total) == 0:
+        total = (float(bytes_total) if type(bytes_total) is float or type(bytes_total) is int
+                 else float(np.sum(bytes_total)))
+        if self.link is None or total == 0:
             return Cost(0.0, 0.0)
-        per_link = float(np.sum(bytes_total)) / self.count
+        per_link = total / self.count
         c = self.link.transfer(per_link)
         return Cost(c.time_s, c.energy_j * self.count, 0.0, 0.0, c.time_s)

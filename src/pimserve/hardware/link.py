@@ -8,6 +8,7 @@ arrays of the same shape. Links are not kernels, so this is not a registered cos
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,13 @@ class LinkModel:
         Returns time (``time_s`` and ``transfer_s``, seconds) and energy (joules) with the shape
         of ``bytes_``; floats for a scalar input.
         """
+        if type(bytes_) is float or type(bytes_) is int:  # the engine's per-step path
+            if not (0.0 <= bytes_ < math.inf):
+                raise ConfigurationError(
+                    f"link '{self.name}': bytes to transfer must be finite and >= 0"
+                )
+            t = self.latency_s + bytes_ / self.bytes_per_s if bytes_ > 0 else 0.0
+            return Cost(t, bytes_ * 8.0 * self.spec.energy_pj_per_bit * 1e-12, 0.0, 0.0, t)
         b = np.asarray(bytes_, dtype=np.float64)
         if b.size and (not np.all(np.isfinite(b)) or np.any(b < 0)):
             raise ConfigurationError(
