@@ -786,6 +786,17 @@ class KVHierarchy:
         return np.divide(np.maximum.reduce(lw, axis=1), mean, out=np.ones(t.sets),
                          where=mean > 0)
 
+    def _imbalance0(self, load: np.ndarray) -> float:
+        """:meth:`_set_imbalance` of the first tier when it has one replica set: its busiest
+        bank group's load over their mean (1 without load), as a float (the same
+        arithmetic, without the per-set arrays)."""
+        off = self._bg_off[0]
+        lw = load[off: off + self._bg_total[0]]
+        total = int(np.add.reduce(lw))
+        if total <= 0:
+            return 1.0
+        return int(lw.max()) / (total / self.tiers[0].n_bg)
+
     def _price(
         self, k: int, cnt: np.ndarray, parts: int, slots: np.ndarray, reads: np.ndarray,
         q_tokens: int, width_tokens: int, ctx: np.ndarray, energy: float,
@@ -1115,8 +1126,8 @@ class KVHierarchy:
         energy = float(np.add.reduce(g[:, 1]))
         # the attention waits on the bank groups of the blocks read, the selection pass on
         # those of every resident block (as _price)
-        busy = float(np.add.reduce(g[:R, 0])) * float(self._set_imbalance(0, reads)[0])
-        busy += float(np.add.reduce(g[R:, 0])) * float(self._set_imbalance(0, res)[0])
+        busy = float(np.add.reduce(g[:R, 0])) * self._imbalance0(reads)
+        busy += float(np.add.reduce(g[R:, 0])) * self._imbalance0(res)
         tt = t.with_refresh(busy)
         m = self.model
         L = m.n_layers
