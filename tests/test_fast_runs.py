@@ -81,3 +81,61 @@ def test_a_long_static_batch_is_mostly_runs():
         mp.undo()
     assert r.iterations == 1000  # prefill + 999 decode iterations
     assert calls["run"] == 1 and calls["step"] == 1  # prefill, one run (it finishes them)
+
+
+KV_CASES = [
+    ("pam", "llama-65b", "dolly-creative", 4.0, {"batch": 16, "batching": "continuous"}),
+    ("pam", "llama-65b", "sharegpt", 8.0, {"batch": 32, "batching": "continuous"}),
+    ("pam", "llama-65b", "dolly-creative", None, {"batch": 16, "batching": "static"}),
+]
+
+
+@pytest.mark.parametrize(("system", "model", "workload", "rate", "opts"), KV_CASES)
+def test_kv_runs_equal_the_step_by_step_engine(system, model, workload, rate, opts):
+    """PAM's KV hierarchy: runs of one-tier KV steps (``KVHierarchy.decode_run``) give the
+    step-by-step engine's iterations, tokens, times, energies, per-step records and KV
+    results, and some runs are taken."""
+    from pimserve.engine import kv as kvmod
+
+    taken = []
+    run_fn = kvmod.KVHierarchy.decode_run
+
+    def counted(self, *a, **k):
+        out = run_fn(self, *a, **k)
+        taken.append(0 if out is None else out.k)
+        return out
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(kvmod.KVHierarchy, "decode_run", counted)
+    try:
+        slow = _run(system, model, workload, False, n=64, rate=rate, **opts)
+        assert not taken
+        fast = _run(system, model, workload, True, n=64, rate=rate, **opts)
+    finally:
+        mp.undo()
+    assert sum(taken) > 0
+    assert fast.iterations == slow.iterations
+    assert fast.output_tokens == slow.output_tokens
+    assert fast.requests_completed == slow.requests_completed
+    rel = 1e-9
+    assert fast.simulated_time_s == pytest.approx(slow.simulated_time_s, rel=rel)
+    assert fast.energy_j == pytest.approx(slow.energy_j, rel=rel)
+    assert fast.decode_time_s == pytest.approx(slow.decode_time_s, rel=rel)
+    for k, v in slow.time_breakdown_s.items():
+        assert fast.time_breakdown_s[k] == pytest.approx(v, rel=rel, abs=1e-15), k
+    for k, v in slow.energy_breakdown_j.items():
+        assert fast.energy_breakdown_j[k] == pytest.approx(v, rel=rel, abs=1e-15), k
+    for k, v in slow.tpot_ms.items():
+        if v is not None:
+            assert fast.tpot_ms[k] == pytest.approx(v, rel=rel), k
+    assert fast.kv_bytes_by_tier == pytest.approx(slow.kv_bytes_by_tier, rel=rel)
+    assert fast.extra["kv_peak_bytes_by_tier"] == slow.extra["kv_peak_bytes_by_tier"]
+    assert fast.attention_time_by_tier_s == pytest.approx(slow.attention_time_by_tier_s,
+                                                          rel=rel)
+    assert fast.migrated_bytes == slow.migrated_bytes
+    assert fast.sparse_read_fraction == slow.sparse_read_fraction
+    fs, ss = fast.extra["steps"], slow.extra["steps"]
+    assert set(fs) == set(ss)
+    for k in ss:
+        np.testing.assert_allclose(np.asarray(fs[k], dtype=float),
+                                   np.asarray(ss[k], dtype=float), rtol=rel, err_msg=k)

@@ -1142,6 +1142,261 @@ class KVHierarchy:
         return KVStep(attention_s=L * (tt + x_s), attention_j=L * energy,
                       by_tier_s=(L * tt, *rest), partials_by_tier_s=(L * x_s, *rest))
 
+    # ------------------------------------------------------------------ runs of steps
+    def decode_run(
+        self, reqs: np.ndarray, ctx0: np.ndarray, q_tokens: int, k: int
+    ) -> KVRun | None:
+        """Up to ``k`` consecutive decode steps of the same requests priced at once: step
+        ``j`` is ``step(reqs, ctx0 + j, q_tokens, reserve=True)`` (one token more per step,
+        nobody admitted or finished in between) taken by :meth:`_step_one_tier`, with the
+        same random draws in the same order and the same per-step results. Nothing changes
+        until :meth:`KVRun.commit` applies the run's first steps (it may apply fewer than
+        were priced: an arrival cuts the run). The run is shorter than ``k`` where a step
+        would leave the one-tier case (a spill, a wider request, the summary model) or
+        where the locality model's buffered draws would be refilled. Returns None (nothing
+        changed) when fewer than two steps qualify. Times in s, energy in J."""
+        if not (self._one_tier_ok and self._fast_one_tier) or reqs.size == 0 or k < 2:
+            return None
+        tiers = self.tiers
+        t = tiers[0]
+        for o in tiers[1:]:
+            if o.used:
+                return None
+        if (type(ctx0) is not np.ndarray or self._wcols != self._cols or not self._sink_folded
+                or not self._positive_scores):
+            return None
+        B, shift = self.block_tokens, self._block_shift
+        assert shift is not None
+        if self.summary_columns is not None:  # step() takes the summary path past this
+            if self._merged and self._has_merged.take(self.slot_of[reqs], mode="wrap").any():
+                return None
+            k = min(k, self._exact_max * B - int(ctx0.max()) + 1)
+            if k < 2:
+                return None
+        slots = self.slot_of[reqs]
+        have = self.nblk.take(slots, mode="wrap")
+        if not min(have.tolist()) > 0:
+            return None
+        R = int(reqs.size)
+        ctx = ctx0[None, :] + np.arange(k, dtype=np.int64)[:, None]  # [step, request]
+        need = (ctx + (B - 1)) >> shift
+        if int((need[0] - have).max()) > 1:
+            return None
+        n = np.maximum(need, have)  # blocks held at each step
+        prev = np.empty_like(n)
+        prev[0] = have
+        prev[1:] = n[:-1]
+        grow = n - prev  # 0 or 1: a new block this step
+        total = np.add.reduce(grow, axis=1)
+        cmax = n.max(axis=1)
+        ok = (self._cols >= cmax) & (self._cols <= self._wide_factor * cmax)
+        ok &= np.cumsum(total) <= t.capacity_blocks - t.used
+        bad = np.flatnonzero(~ok)
+        if bad.size:
+            k = int(bad[0])
+            if k < 2:
+                return None
+            ctx, need, n, prev, grow = ctx[:k], need[:k], n[:k], prev[:k], grow[:k]
+            total, cmax = total[:k], cmax[:k]
+        nv = np.add.reduce(n, axis=1)
+        # ---- the draws: Binomial(blocks, drift) per step from the generator, then the
+        # buffered log-normals (new blocks, then redrawn ones) and uniforms (redraws)
+        loc, dr, rng = self.loc, self._draws, self.rng
+        drifting = loc.drift_per_step > 0
+        state = None
+        if drifting:
+            state = rng.bit_generator.state
+            kd = rng.binomial(nv, loc.drift_per_step)
+        else:
+            kd = np.zeros(k, dtype=np.int64)
+        ln_need = total + kd
+        u_need = 2 * kd
+        fits = ((np.cumsum(ln_need) <= dr._ln.size - dr._iln)
+                & (np.cumsum(u_need) <= dr._u.size - dr._iu))
+        if not fits.all():  # a buffer refill inside: the run stops before it
+            k = int(np.argmin(fits))
+            if drifting:
+                rng.bit_generator.state = state
+            if k < 2:
+                return None
+            if drifting:
+                kd = rng.binomial(nv[:k], loc.drift_per_step)
+            ctx, need, n, prev, grow = ctx[:k], need[:k], n[:k], prev[:k], grow[:k]
+            total, cmax, nv = total[:k], cmax[:k], nv[:k]
+            ln_need, u_need = total + kd, 2 * kd
+        ln_start = np.cumsum(ln_need) - ln_need  # each step's first log-normal (offset)
+        u_start = np.cumsum(u_need) - u_need
+        LN = dr._ln[dr._iln: dr._iln + int(ln_need.sum())]
+        U = dr._u[dr._iu: dr._iu + int(u_need.sum())]
+        # ---- salience events, in the steps' order: new blocks, then redraws
+        nj, nr = np.nonzero(grow)  # by step, then request (as _reserve's order)
+        ncol = prev[nj, nr]
+        nrank = np.arange(nj.size) - (np.cumsum(total) - total)[nj]
+        nval = LN[ln_start[nj] + nrank]
+        D = int(kd.sum())
+        if D:
+            dj = np.repeat(np.arange(k), kd)
+            drank = np.arange(D) - (np.cumsum(kd) - kd)[dj]
+            u1 = U[u_start[dj] + drank]
+            u2 = U[u_start[dj] + kd[dj] + drank]
+            x = u1 * nv[dj]
+            cum = np.cumsum(n, axis=1)
+            r = np.add.reduce(cum[dj] <= x[:, None], axis=1) % R  # searchsorted 'right'
+            dc = (u2 * n[dj, r]).astype(np.intp)
+            dval = LN[ln_start[dj] + total[dj] + drank]
+            ej = np.concatenate([nj, dj])
+            er = np.concatenate([nr, r])
+            ec = np.concatenate([ncol, dc])
+            ev = np.concatenate([nval, dval])
+            chrono = np.argsort(2 * ej + np.concatenate([np.zeros(nj.size, dtype=np.int64),
+                                                         np.ones(D, dtype=np.int64)]),
+                                kind="stable")
+            ej, er, ec, ev = ej[chrono], er[chrono], ec[chrono], ev[chrono]
+        else:
+            ej, er, ec, ev = nj, nr, ncol, nval
+        # ---- saliences at every step: the current ones, each event holding from its step
+        # until the next event on the same block
+        Cf = int(cmax[-1])
+        sal = np.empty((k, R, Cf), dtype=np.float32)
+        sal[:] = self._sal[slots, :Cf]
+        if ej.size:
+            cell = er * Cf + ec
+            o = np.argsort(cell, kind="stable")  # by block, in the steps' order
+            cs, js, vs = cell[o], ej[o], ev[o]
+            nxt = np.full(cs.size, k, dtype=np.int64)
+            same = cs[1:] == cs[:-1]
+            nxt[:-1][same] = js[1:][same]
+            span = nxt - js
+            tot_span = int(span.sum())
+            if tot_span:
+                rep = np.repeat(np.arange(cs.size), span)
+                jj = js[rep] + np.arange(tot_span) - np.repeat(np.cumsum(span) - span, span)
+                sal.reshape(k, R * Cf)[jj, cs[rep]] = vs[rep]
+        # ---- scores and the sparse selection of every step (as _step_one_tier)
+        s = sal
+        s *= self._recency_rows(n.ravel())[:, :Cf].reshape(k, R, Cf)
+        srt = s.copy()
+        srt.sort(axis=2)
+        kread = self._ktab.take(n, mode="wrap")
+        thr = np.take_along_axis(srt, (Cf - kread)[:, :, None], axis=2)
+        sel = s >= thr
+        nread = np.add.reduce(sel, axis=2)  # (ties: more than k)
+        nsel = np.add.reduce(nread, axis=1)
+        # ---- bank groups: the new blocks mapped step by step on the activity window (the
+        # previous steps' activations), every step's reads and resident blocks by code
+        off, nbg, ncodes = self._bg_off[0], t.n_bg, self._n_codes
+        bgs = self._bgx[slots, :Cf].astype(np.int64)
+        res = np.bincount(bgs.ravel(), minlength=ncodes)
+        greedy = not (self.mapping == "round-robin" or nbg == 1)
+        act_sum = self._act_sum.copy()
+        hist = list(self._act)
+        ring = self._ring
+        W = self.window
+        acts = []
+        loads = np.empty((2, k, nbg), dtype=np.int64)  # reads, resident: tier 0's codes
+        first = np.cumsum(total) - total
+        codes_all = np.empty(nj.size, dtype=np.int64)
+        offload = self._offload_cols
+        tl = total.tolist()
+        for j in range(k):
+            g = tl[j]
+            if g:
+                a = int(first[j])
+                rows, cols = nr[a: a + g], ncol[a: a + g]
+                if not greedy:
+                    codes = cols % nbg + off
+                elif g == 1:
+                    codes = off + int(act_sum[off: off + nbg].argmin())
+                else:
+                    order = np.argsort(act_sum[off: off + nbg], kind="stable")
+                    codes = off + (order[:g] if g <= nbg else order[np.arange(g) % nbg])
+                bgs[rows, cols] = codes
+                codes_all[a: a + g] = codes
+                res += np.bincount(np.atleast_1d(codes), minlength=ncodes)
+            reads = np.bincount(bgs[sel[j]], minlength=ncodes)
+            loads[0, j] = reads[off: off + nbg]
+            loads[1, j] = res[off: off + nbg]
+            act = reads + res
+            act[0] = 0
+            for lo, hi in offload:
+                act[lo:hi] = 0
+            ring = (ring + 1) % W
+            act_sum -= hist[ring]
+            hist[ring] = act
+            act_sum += act
+            acts.append(act)
+        # ---- price the first tier (as _step_one_tier, every step at once)
+        tot = np.add.reduce(loads, axis=2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            imb = np.where(tot > 0, loads.max(axis=2) / (tot / nbg), 1.0)
+        tok = np.empty((k, 2 * R), dtype=np.int64)
+        np.minimum(nread << shift, ctx, out=tok[:, :R])
+        tab = self._pair_table(0, q_tokens, self._cols * B)
+        np.add(ctx, tab.shape[0] // 2, out=tok[:, R:])
+        gt = tab.take(tok, axis=0, mode="wrap")  # [step, (kind, request), (s, J)]
+        energy = np.add.reduce(np.ascontiguousarray(gt[:, :, 1]), axis=1)
+        busy = np.add.reduce(np.ascontiguousarray(gt[:, :R, 0]), axis=1) * imb[0]
+        busy += np.add.reduce(np.ascontiguousarray(gt[:, R:, 0]), axis=1) * imb[1]
+        m = self.model
+        L = m.n_layers
+        tt = np.array([t.with_refresh(b) for b in busy.tolist()])
+        x_s = np.zeros(k)
+        if not self.pamattention:
+            pe = partial_elements(m.n_heads, q_tokens, m.head_dim) * m.dtype_bytes
+            for j, ns in enumerate(nsel.tolist()):
+                xs, xj = t.partials_out(float(ns) * pe, True)
+                x_s[j] = xs
+                energy[j] += xj
+        used = t.used + np.cumsum(total)
+        return KVRun(self, k, L * (tt + x_s), L * energy, L * tt, L * x_s, used,
+                     _RunState(slots, n, total, nv, nsel, kd, state, ln_need, u_need,
+                               (ej, er, ec, ev), (nj, nr, ncol, codes_all), acts))
+
+    def _commit_run(self, run: KVRun, m: int) -> None:
+        """Apply the first ``m`` steps of ``run`` (0: none, the generator rewound)."""
+        st = run.state
+        rng = self.rng
+        if m < run.k and st.rng_state is not None:
+            rng.bit_generator.state = st.rng_state
+            if m:
+                rng.binomial(st.nv[:m], self.loc.drift_per_step)
+        if not m:
+            return
+        dr = self._draws
+        dr._iln += int(st.ln_need[:m].sum())
+        dr._iu += int(st.u_need[:m].sum())
+        slots = st.slots
+        ej, er, ec, ev = st.events
+        on = ej < m
+        self._sal[slots[er[on]], ec[on]] = ev[on]
+        nj, nr, ncol, codes = st.new
+        on = nj < m
+        self._bgx[slots[nr[on]], ncol[on]] = codes[on]
+        self.nblk[slots] = st.n[m - 1]
+        s0 = self.steps
+        for j, g in enumerate(st.total[:m].tolist()):
+            if g:
+                self.steps = s0 + j
+                self._use(0, g)
+        self.steps = s0 + m
+        if self._need_imp:
+            self._imp_stale = True
+        for v in st.nv[:m].tolist():
+            self.resident_blocks += float(v)
+        for v in st.nsel[:m].tolist():
+            self.read_blocks += float(v)
+        ring = self._ring
+        for act in st.acts[:m]:
+            ring = (ring + 1) % self.window
+            self._act_sum -= self._act[ring]
+            self._act[ring] = act
+            self._act_sum += act
+        self._ring = ring
+        self._act_version += m
+        acc = self._attn_by_tier
+        for v in run.by_tier0_s[:m].tolist():
+            acc[0] += v
+
     def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray) -> float:
         """Algorithm 2 over the stepping requests' blocks (``tb``: their tiers, ``imp``: their
         importance, ``[request, block]``); returns the migration time (s)."""
@@ -1723,3 +1978,49 @@ class KVHierarchy:
                 "summary_columns": self.summary_columns, "merged": self._merged,
             },
         }
+
+
+@dataclass
+class _RunState:
+    """What :meth:`KVHierarchy._commit_run` applies: the run's slots, blocks held per step,
+    new blocks per step, blocks and blocks read per step, redraws per step, the generator's
+    state before the run's binomials, log-normals and uniforms used per step, the salience
+    events ``(step, request, block, value)`` in order, the new blocks ``(step, request,
+    block, bank-group code)`` and each step's bank-group activations."""
+
+    slots: np.ndarray
+    n: np.ndarray
+    total: np.ndarray
+    nv: np.ndarray
+    nsel: np.ndarray
+    kd: np.ndarray
+    rng_state: dict | None
+    ln_need: np.ndarray
+    u_need: np.ndarray
+    events: tuple[np.ndarray, ...]
+    new: tuple[np.ndarray, ...]
+    acts: list[np.ndarray]
+
+
+@dataclass
+class KVRun:
+    """``k`` decode steps priced by :meth:`KVHierarchy.decode_run`, per step (arrays of
+    ``k``): attention (s, all layers) and its energy (J), the first tier's local attention
+    (s, all layers), its partial results' transfer (s, all layers), and the first tier's
+    blocks resident after each step's reservation. :meth:`commit` applies them."""
+
+    kvh: KVHierarchy
+    k: int
+    attention_s: np.ndarray
+    attention_j: np.ndarray
+    by_tier0_s: np.ndarray
+    partials0_s: np.ndarray
+    used: np.ndarray
+    state: _RunState
+
+    def commit(self, m: int) -> None:
+        """Apply the first ``m`` (0 to ``k``) steps to the hierarchy, as ``m`` calls of
+        :meth:`KVHierarchy.step` would; with ``m`` 0 nothing changes."""
+        if not 0 <= m <= self.k:
+            raise ValueError(f"a run of {self.k} steps cannot apply {m}")
+        self.kvh._commit_run(self, m)
