@@ -197,6 +197,23 @@ class Tier:
         return nbytes / bw, nbytes * 8 * float(getattr(dev, "io_pj_per_bit", 0.0)) * 1e-12
 
 
+def _with_refresh_rows(t: Tier, busy_s: np.ndarray) -> np.ndarray:
+    """:meth:`Tier.with_refresh` of each of ``busy_s`` (s), with the same arithmetic: the
+    devices' refresh fixed point (:meth:`PIMModel.refresh_scalar_s`) on every element at
+    once."""
+    dev = t.group.device
+    refi, each = getattr(dev, "_refi_s", None), getattr(dev, "_refresh_each_s", None)
+    if refi is None or each is None or getattr(dev, "refresh_scalar_s", None) is None:
+        return np.array([t.with_refresh(b) for b in busy_s.tolist()])
+    n = np.floor(busy_s / refi)
+    while True:  # as the scalar loop: an element stays once it is a fixed point
+        m = np.floor((busy_s + n * each) / refi)
+        if np.array_equal(m, n):
+            break
+        n = m
+    return np.where(busy_s > 0, busy_s + n * each, busy_s)
+
+
 def _first_set(*values: bool | None) -> bool:
     """The first value that is not None: the run option, then the system's, then the policy's."""
     return next(v for v in values if v is not None)
@@ -1231,7 +1248,9 @@ class KVHierarchy:
         # ---- salience events, in the steps' order: new blocks, then redraws
         nj, nr = np.nonzero(grow)  # by step, then request (as _reserve's order)
         ncol = prev[nj, nr]
-        nrank = np.arange(nj.size) - (np.cumsum(total) - total)[nj]
+        first_new = np.cumsum(total) - total  # each step's first new block
+        tl = total.tolist()
+        nrank = np.arange(nj.size) - first_new[nj]
         nval = LN[ln_start[nj] + nrank]
         D = int(kd.sum())
         if D:
@@ -1282,53 +1301,72 @@ class KVHierarchy:
         sel = s >= thr
         nread = np.add.reduce(sel, axis=2)  # (ties: more than k)
         nsel = np.add.reduce(nread, axis=1)
-        # ---- bank groups: the new blocks mapped step by step on the activity window (the
-        # previous steps' activations), every step's reads and resident blocks by code
+        # ---- bank groups (as _step_one_tier): each step's reads and resident blocks by
+        # code. The blocks held before the run count in one bincount over all steps (a new
+        # block's cell holds code 0 there, which no load reads); each new block adds its
+        # code from its step on: 1 resident, and 1 read at the steps that select it. New
+        # blocks are mapped step by step on the activation window before their step.
         off, nbg, ncodes = self._bg_off[0], t.n_bg, self._n_codes
-        bgs = self._bgx[slots, :Cf].astype(np.int64)
-        res = np.bincount(bgs.ravel(), minlength=ncodes)
-        greedy = not (self.mapping == "round-robin" or nbg == 1)
-        act_sum = self._act_sum.copy()
-        hist = list(self._act)
-        ring = self._ring
+        sl = slice(off, off + nbg)
+        bgs0 = self._bgx[slots, :Cf]
+        steps_k = np.arange(k)
+        flat = bgs0 + (steps_k * ncodes)[:, None, None]
+        reads = np.bincount(flat[sel], minlength=k * ncodes).reshape(k, ncodes)
+        res = np.bincount(bgs0.ravel(), minlength=ncodes)
+        nnew = nj.size
+        codes = np.empty(nnew, dtype=np.int64)
         W = self.window
-        acts = []
-        loads = np.empty((2, k, nbg), dtype=np.int64)  # reads, resident: tier 0's codes
-        first = np.cumsum(total) - total
-        codes_all = np.empty(nj.size, dtype=np.int64)
-        offload = self._offload_cols
-        tl = total.tolist()
-        for j in range(k):
-            g = tl[j]
-            if g:
-                a = int(first[j])
-                rows, cols = nr[a: a + g], ncol[a: a + g]
-                if not greedy:
-                    codes = cols % nbg + off
-                elif g == 1:
-                    codes = off + int(act_sum[off: off + nbg].argmin())
-                else:
-                    order = np.argsort(act_sum[off: off + nbg], kind="stable")
-                    codes = off + (order[:g] if g <= nbg else order[np.arange(g) % nbg])
-                bgs[rows, cols] = codes
-                codes_all[a: a + g] = codes
-                res += np.bincount(np.atleast_1d(codes), minlength=ncodes)
-            reads = np.bincount(bgs[sel[j]], minlength=ncodes)
-            loads[0, j] = reads[off: off + nbg]
-            loads[1, j] = res[off: off + nbg]
-            act = reads + res
-            act[0] = 0
-            for lo, hi in offload:
-                act[lo:hi] = 0
-            ring = (ring + 1) % W
-            act_sum -= hist[ring]
-            hist[ring] = act
-            act_sum += act
-            acts.append(act)
+        ring0 = self._ring
+        if nnew:
+            read_new = sel[:, nr, ncol].T  # [new block, step]: the step reads it
+            held = steps_k[None, :] >= nj[:, None]  # [new block, step]: it exists
+            if self.mapping == "round-robin" or nbg == 1:
+                codes[:] = ncol % nbg + off
+            else:
+                # window sums (tier 0) before each step of the activations without the new
+                # blocks: the window before the run, less the steps it drops, plus the run's
+                act0 = reads[:, sl] + res[sl]
+                cb = np.zeros((k + 1, nbg), dtype=np.int64)
+                np.cumsum(act0, axis=0, out=cb[1:])
+                ne = min(k, W)
+                ce = np.zeros((k + 1, nbg), dtype=np.int64)
+                np.cumsum([self._act[(ring0 + 1 + i) % W][sl] for i in range(ne)], axis=0,
+                          out=ce[1: ne + 1])
+                ce[ne + 1:] = ce[ne]
+                jlo = np.maximum(steps_k - W, 0)
+                base = self._act_sum[sl] - ce[:k] + cb[:k] - cb[jlo]
+                # each new block's activations in the window before each step
+                wc = np.zeros((nnew, k + 1), dtype=np.int64)
+                w = held.astype(np.int64)
+                w += read_new
+                np.cumsum(w, axis=1, out=wc[:, 1:])
+                wsum = wc[:, :k] - wc[:, jlo]
+                rel = codes  # bank groups of tier 0 (0 .. nbg - 1) until the end
+                first_l = first_new.tolist()
+                for j in np.flatnonzero(total).tolist():
+                    a, g = first_l[j], tl[j]
+                    act = base[j]
+                    if a:
+                        act = act + np.bincount(rel[:a], wsum[:a, j], minlength=nbg)
+                    if g == 1:
+                        rel[a] = act.argmin()
+                    else:
+                        order = np.argsort(act, kind="stable")
+                        rel[a: a + g] = order[:g] if g <= nbg else order[np.arange(g) % nbg]
+                codes += off
+            idx = steps_k[None, :] * ncodes + codes[:, None]
+            reads += np.bincount(idx[read_new], minlength=k * ncodes).reshape(k, ncodes)
+            res = res + np.bincount(idx[held], minlength=k * ncodes).reshape(k, ncodes)
+        loads = np.empty((2, k, nbg), dtype=np.int64)
+        loads[0] = reads[:, sl]
+        loads[1] = res[..., sl]
+        acts = reads + res
+        acts[:, 0] = 0
+        for lo, hi in self._offload_cols:
+            acts[:, lo:hi] = 0
         # ---- price the first tier (as _step_one_tier, every step at once)
         tot = np.add.reduce(loads, axis=2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            imb = np.where(tot > 0, loads.max(axis=2) / (tot / nbg), 1.0)
+        imb = np.divide(loads.max(axis=2), tot / nbg, out=np.ones((2, k)), where=tot > 0)
         tok = np.empty((k, 2 * R), dtype=np.int64)
         np.minimum(nread << shift, ctx, out=tok[:, :R])
         tab = self._pair_table(0, q_tokens, self._cols * B)
@@ -1339,7 +1377,7 @@ class KVHierarchy:
         busy += np.add.reduce(np.ascontiguousarray(gt[:, R:, 0]), axis=1) * imb[1]
         m = self.model
         L = m.n_layers
-        tt = np.array([t.with_refresh(b) for b in busy.tolist()])
+        tt = _with_refresh_rows(t, busy)
         x_s = np.zeros(k)
         if not self.pamattention:
             pe = partial_elements(m.n_heads, q_tokens, m.head_dim) * m.dtype_bytes
@@ -1350,7 +1388,7 @@ class KVHierarchy:
         used = t.used + np.cumsum(total)
         return KVRun(self, k, L * (tt + x_s), L * energy, L * tt, L * x_s, used,
                      _RunState(slots, n, total, nv, nsel, kd, state, ln_need, u_need,
-                               (ej, er, ec, ev), (nj, nr, ncol, codes_all), acts))
+                               (ej, er, ec, ev), (nj, nr, ncol, codes), acts))
 
     def _commit_run(self, run: KVRun, m: int) -> None:
         """Apply the first ``m`` steps of ``run`` (0: none, the generator rewound)."""
@@ -1385,13 +1423,16 @@ class KVHierarchy:
             self.resident_blocks += float(v)
         for v in st.nsel[:m].tolist():
             self.read_blocks += float(v)
-        ring = self._ring
-        for act in st.acts[:m]:
-            ring = (ring + 1) % self.window
-            self._act_sum -= self._act[ring]
-            self._act[ring] = act
-            self._act_sum += act
-        self._ring = ring
+        # the activation window after m steps (as m calls of _activate)
+        W, ring0 = self.window, self._ring
+        ne = min(m, W)
+        dropped = [self._act[(ring0 + 1 + i) % W] for i in range(ne)]
+        self._act_sum -= np.add.reduce(dropped, axis=0) if ne > 1 else dropped[0]
+        lo = max(0, m - W)
+        self._act_sum += np.add.reduce(st.acts[lo:m], axis=0)
+        for i in range(lo, m):
+            self._act[(ring0 + 1 + i) % W] = st.acts[i]
+        self._ring = (ring0 + m) % W
         self._act_version += m
         acc = self._attn_by_tier
         for v in run.by_tier0_s[:m].tolist():
@@ -1999,7 +2040,7 @@ class _RunState:
     u_need: np.ndarray
     events: tuple[np.ndarray, ...]
     new: tuple[np.ndarray, ...]
-    acts: list[np.ndarray]
+    acts: np.ndarray
 
 
 @dataclass
