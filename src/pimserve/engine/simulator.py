@@ -375,7 +375,7 @@ class Simulator:
         static = self.batching == "static"
         kvh = self.kvh
         kv_tok_sum = 0
-        last_time_s = 0.0  # the last iteration's time (s): how long KV runs are priced
+        last_dec_s = 0.0  # the last decode-only iteration's time (s): how long KV runs are priced
         steps: dict[str, list] | None = None
         if cfg.record_steps:
             steps = {k: [] for k in ("start_s", "time_s", "rlp", "prefill_tokens", "tlp",
@@ -445,13 +445,17 @@ class Simulator:
                 arriving = not static and running.size < cfg.batch and next_ptr < len(order)
                 kv_run = None
                 if k >= 2 and kvh is not None:
-                    if arriving and last_time_s > 0:
-                        # price about as many KV steps as run before the next arrival (any
-                        # length gives the same results; more would be priced and dropped)
-                        ahead = (float(arrival[order[next_ptr]]) - now) / last_time_s
-                        k = min(k, max(2, int(ahead * 1.25) + 2))
-                    kv_run = kvh.decode_run(running, kv[running] + 1, 1, k)
-                    k = 0 if kv_run is None else kv_run.k
+                    if arriving and last_dec_s > 0:
+                        # price about as many KV steps as start before the next arrival, by
+                        # the last decode-only iteration's time; none where the arrival
+                        # likely comes within the first (any choice gives the same results:
+                        # steps priced past the arrival are dropped, a run cut short goes on
+                        # at the next pass)
+                        ahead = (float(arrival[order[next_ptr]]) - now) / last_dec_s
+                        k = min(k, int(ahead) + 2) if ahead >= 1.0 else 0
+                    if k >= 2:
+                        kv_run = kvh.decode_run(running, kv[running] + 1, 1, k)
+                        k = 0 if kv_run is None else kv_run.k
                 if k >= 2:
                     run = self.pricer.decode_run(
                         kv[running] + 1, 1, k,
@@ -465,7 +469,7 @@ class Simulator:
                     if kv_run is not None:
                         kv_run.commit(k if k >= 2 else 0)
                     if k >= 2:
-                        last_time_s = float(times[k - 1])
+                        last_dec_s = float(times[k - 1])
                         now = self._apply_run(run, k, starts, running, acc, steps,
                                               None if kv_run is None else kv_run.used)
                         rlp_sum += running.size * k
@@ -552,7 +556,6 @@ class Simulator:
                     for t in kvh.tiers:
                         steps[f"kv_bytes_{t.label}"].append(t.used * kvh.block_bytes)
             now += cost.time_s
-            last_time_s = cost.time_s
             it_count += 1
             acc.energy_j += cost.energy_j
             acc.fc_gpu_s += cost.fc_gpu_s
@@ -573,6 +576,7 @@ class Simulator:
             decode_only = pre.size == 0
             if decode_only:
                 dec_only_s += cost.time_s
+                last_dec_s = cost.time_s
             kv_tok_sum += int(kv[running].sum())
             tlp_sum += dec.size * tlp
 
