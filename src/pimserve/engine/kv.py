@@ -211,7 +211,7 @@ def _with_refresh_rows(t: Tier, busy_s: np.ndarray) -> np.ndarray:
         if np.array_equal(m, n):
             break
         n = m
-    return np.where(busy_s > 0, busy_s + n * each, busy_s)
+    return busy_s + n * each  # (0 s busy: 0 refreshes, 0 + 0)
 
 
 def _first_set(*values: bool | None) -> bool:
@@ -1298,9 +1298,13 @@ class KVHierarchy:
         srt = s.copy()
         srt.sort(axis=2)
         kread = self._ktab.take(n, mode="wrap")
-        thr = np.take_along_axis(srt, (Cf - kread)[:, :, None], axis=2)
-        sel = s >= thr
-        nread = np.add.reduce(sel, axis=2)  # (ties: more than k)
+        kR = k * R
+        thr = srt.reshape(kR * Cf).take(np.arange(Cf, (kR + 1) * Cf, Cf) - kread.ravel())
+        sel = s >= thr.reshape(k, R, 1)
+        # a request reads its k best blocks, more on ties (each reads at least its k: equal
+        # totals mean no ties)
+        hits = np.flatnonzero(sel)
+        nread = kread if hits.size == int(kread.sum()) else np.add.reduce(sel, axis=2)
         nsel = np.add.reduce(nread, axis=1)
         # ---- bank groups (as _step_one_tier): each step's reads and resident blocks by
         # code. The blocks held before the run count in one bincount over all steps (a new
@@ -1311,8 +1315,9 @@ class KVHierarchy:
         sl = slice(off, off + nbg)
         bgs0 = self._bgx[slots, :Cf]
         steps_k = np.arange(k)
-        flat = bgs0 + (steps_k * ncodes)[:, None, None]
-        reads = np.bincount(flat[sel], minlength=k * ncodes).reshape(k, ncodes)
+        RC = R * Cf
+        reads = np.bincount(bgs0.reshape(RC).take(hits % RC) + (hits // RC) * ncodes,
+                            minlength=k * ncodes).reshape(k, ncodes)
         res = np.bincount(bgs0.ravel(), minlength=ncodes)
         nnew = nj.size
         codes = np.empty(nnew, dtype=np.int64)
@@ -1346,11 +1351,15 @@ class KVHierarchy:
                 first_l = first_new.tolist()
                 for j in np.flatnonzero(total).tolist():
                     a, g = first_l[j], tl[j]
-                    act = base[j]
+                    act = base[j]  # (row j serves step j only: the mapping may mark it)
                     if a:
                         act = act + np.bincount(rel[:a], wsum[:a, j], minlength=nbg)
                     if g == 1:
                         rel[a] = act.argmin()
+                    elif g <= min(_SMALL_MAP, nbg):  # the stable order's first few
+                        for i in range(a, a + g):
+                            rel[i] = b = act.argmin()
+                            act[b] = _TAKEN
                     else:
                         order = np.argsort(act, kind="stable")
                         rel[a: a + g] = order[:g] if g <= nbg else order[np.arange(g) % nbg]
