@@ -71,6 +71,7 @@ they run on the links while the iteration computes, so a step takes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -386,7 +387,7 @@ class KVHierarchy:
         self.slot_of = np.full(max(n_requests, 1), -1, dtype=np.int64)  # request id -> slot
         self._free_slots = list(range(max_slots - 1, -1, -1))
         # --- bank-group activity (greedy mapping): ring of the last `window` steps, by code
-        self._act = [np.zeros(n_codes, dtype=np.int64) for _ in range(self.window)]
+        self._act = np.zeros((self.window, n_codes), dtype=np.int64)
         self._offload_cols = [(o, o + n) for o, n, t in
                               zip(self._bg_off, self._bg_total, self.tiers, strict=True)
                               if not t.compute]
@@ -1204,94 +1205,85 @@ class KVHierarchy:
         prev[0] = have
         prev[1:] = n[:-1]
         grow = n - prev  # 0 or 1: a new block this step
-        total = np.add.reduce(grow, axis=1)
-        cmax = n.max(axis=1)
+        tl = np.add.reduce(grow, axis=1).tolist()  # new blocks per step
         # (a step whose longest request is much narrower than the widest so far goes to
         # step()'s general path, which gathers columns instead of rows: the same results)
-        ok = (np.cumsum(total) <= t.capacity_blocks - t.used) & (cmax <= self._cols)
-        bad = np.flatnonzero(~ok)
-        if bad.size:
-            k = int(bad[0])
-            if k < 2:
-                return None
-            ctx, need, n, prev, grow = ctx[:k], need[:k], n[:k], prev[:k], grow[:k]
-            total, cmax = total[:k], cmax[:k]
+        room, cols = t.capacity_blocks - t.used, self._cols
+        for j, (c, w) in enumerate(zip(accumulate(tl), n.max(axis=1).tolist(), strict=True)):
+            if c > room or w > cols:
+                k = j
+                if k < 2:
+                    return None
+                ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
+                break
         nv = np.add.reduce(n, axis=1)
+        nvl = nv.tolist()
         # ---- the draws: Binomial(blocks, drift) per step from the generator, then the
         # buffered log-normals (new blocks, then redrawn ones) and uniforms (redraws)
         loc, dr, rng = self.loc, self._draws, self.rng
-        drifting = loc.drift_per_step > 0
+        p = loc.drift_per_step
         state = None
-        if drifting:
+        if p > 0:
             state = rng.bit_generator.state
-            kd = rng.binomial(nv, loc.drift_per_step)
+            kd = [rng.binomial(v, p) for v in nvl]
         else:
-            kd = np.zeros(k, dtype=np.int64)
-        ln_need = total + kd
-        u_need = 2 * kd
-        fits = ((np.cumsum(ln_need) <= dr._ln.size - dr._iln)
-                & (np.cumsum(u_need) <= dr._u.size - dr._iu))
-        if not fits.all():  # a buffer refill inside: the run stops before it
-            k = int(np.argmin(fits))
-            if drifting:
-                rng.bit_generator.state = state
-            if k < 2:
-                return None
-            if drifting:
-                kd = rng.binomial(nv[:k], loc.drift_per_step)
-            ctx, need, n, prev, grow = ctx[:k], need[:k], n[:k], prev[:k], grow[:k]
-            total, cmax, nv = total[:k], cmax[:k], nv[:k]
-            ln_need, u_need = total + kd, 2 * kd
-        ln_start = np.cumsum(ln_need) - ln_need  # each step's first log-normal (offset)
-        u_start = np.cumsum(u_need) - u_need
-        LN = dr._ln[dr._iln: dr._iln + int(ln_need.sum())]
-        U = dr._u[dr._iu: dr._iu + int(u_need.sum())]
-        # ---- salience events, in the steps' order: new blocks, then redraws
+            kd = [0] * k
+        ln_left, u_left = dr._ln.size - dr._iln, dr._u.size - dr._iu
+        ln_at, u_at = [], []  # each step's first log-normal and uniform (offsets)
+        a = b = 0
+        for j in range(k):
+            ln_at.append(a)
+            u_at.append(b)
+            a += tl[j] + kd[j]
+            b += 2 * kd[j]
+            if a > ln_left or b > u_left:  # a buffer refill inside: the run stops before it
+                if p > 0:
+                    rng.bit_generator.state = state
+                k = j
+                if k < 2:
+                    return None
+                if p > 0:
+                    kd = [rng.binomial(v, p) for v in nvl[:k]]
+                ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
+                nv, nvl = nv[:k], nvl[:k]
+                a, b = ln_at[k], u_at[k]
+                ln_at, u_at = ln_at[:k], u_at[:k]
+                break
+        ln_used, u_used = a, b
+        LN = dr._ln[dr._iln: dr._iln + ln_used]
+        U = dr._u[dr._iu: dr._iu + u_used]
+        # ---- salience changes, step by step: new blocks, then redraws (as the steps draw
+        # them); the saliences of step j are those of step j - 1 with step j's changes
         nj, nr = np.nonzero(grow)  # by step, then request (as _reserve's order)
         ncol = prev[nj, nr]
-        first_new = np.cumsum(total) - total  # each step's first new block
-        tl = total.tolist()
-        nrank = np.arange(nj.size) - first_new[nj]
-        nval = LN[ln_start[nj] + nrank]
-        D = int(kd.sum())
-        if D:
-            dj = np.repeat(np.arange(k), kd)
-            drank = np.arange(D) - (np.cumsum(kd) - kd)[dj]
-            u1 = U[u_start[dj] + drank]
-            u2 = U[u_start[dj] + kd[dj] + drank]
-            x = u1 * nv[dj]
-            cum = np.cumsum(n, axis=1)
-            r = np.add.reduce(cum[dj] <= x[:, None], axis=1) % R  # searchsorted 'right'
-            dc = (u2 * n[dj, r]).astype(np.intp)
-            dval = LN[ln_start[dj] + total[dj] + drank]
-            ej = np.concatenate([nj, dj])
-            er = np.concatenate([nr, r])
-            ec = np.concatenate([ncol, dc])
-            ev = np.concatenate([nval, dval])
-            chrono = np.argsort(2 * ej + np.concatenate([np.zeros(nj.size, dtype=np.int64),
-                                                         np.ones(D, dtype=np.int64)]),
-                                kind="stable")
-            ej, er, ec, ev = ej[chrono], er[chrono], ec[chrono], ev[chrono]
-        else:
-            ej, er, ec, ev = nj, nr, ncol, nval
-        # ---- saliences at every step: the current ones, each event holding from its step
-        # until the next event on the same block
-        Cf = int(cmax[-1])
+        Cf = int(n[-1].max())
+        cum = np.cumsum(n, axis=1)
         sal = np.empty((k, R, Cf), dtype=np.float32)
-        sal[:] = self._sal[slots, :Cf]
-        if ej.size:
-            cell = er * Cf + ec
-            o = np.argsort(cell, kind="stable")  # by block, in the steps' order
-            cs, js, vs = cell[o], ej[o], ev[o]
-            nxt = np.full(cs.size, k, dtype=np.int64)
-            same = cs[1:] == cs[:-1]
-            nxt[:-1][same] = js[1:][same]
-            span = nxt - js
-            tot_span = int(span.sum())
-            if tot_span:
-                rep = np.repeat(np.arange(cs.size), span)
-                jj = js[rep] + np.arange(tot_span) - np.repeat(np.cumsum(span) - span, span)
-                sal.reshape(k, R * Cf)[jj, cs[rep]] = vs[rep]
+        cur = self._sal[slots, :Cf]
+        nvals, dr_r, dr_c, dr_v = [], [], [], []
+        f = 0
+        for j in range(k):
+            g, d, a = tl[j], kd[j], ln_at[j]
+            if g:
+                v = LN[a: a + g]
+                cur[nr[f: f + g], ncol[f: f + g]] = v
+                nvals.append(v)
+                f += g
+            if d:
+                u = U[u_at[j]: u_at[j] + 2 * d]
+                r = cum[j].searchsorted(u[:d] * nvl[j], "right") % R
+                c = (u[d:] * n[j].take(r)).astype(np.intp)
+                v = LN[a + g: a + g + d]
+                cur[r, c] = v
+                dr_r.append(r)
+                dr_c.append(c)
+                dr_v.append(v)
+            sal[j] = cur
+        cat = np.concatenate
+        nval = cat(nvals) if nvals else np.zeros(0)
+        drifts = ((cat(dr_r), cat(dr_c), cat(dr_v)) if dr_r
+                  else (np.zeros(0, dtype=np.intp),) * 2 + (np.zeros(0),))
+        ndrift = [len(x) for x in dr_r]
         # ---- scores and the sparse selection of every step (as _step_one_tier)
         s = sal
         s *= self._recency_rows(n.ravel())[:, :Cf].reshape(k, R, Cf)
@@ -1336,7 +1328,7 @@ class KVHierarchy:
                 np.cumsum(act0, axis=0, out=cb[1:])
                 ne = min(k, W)
                 ce = np.zeros((k + 1, nbg), dtype=np.int64)
-                np.cumsum([self._act[(ring0 + 1 + i) % W][sl] for i in range(ne)], axis=0,
+                np.cumsum(self._act[(ring0 + 1 + steps_k[:ne]) % W, off: off + nbg], axis=0,
                           out=ce[1: ne + 1])
                 ce[ne + 1:] = ce[ne]
                 jlo = np.maximum(steps_k - W, 0)
@@ -1348,9 +1340,10 @@ class KVHierarchy:
                 np.cumsum(w, axis=1, out=wc[:, 1:])
                 wsum = wc[:, :k] - wc[:, jlo]
                 rel = codes  # bank groups of tier 0 (0 .. nbg - 1) until the end
-                first_l = first_new.tolist()
-                for j in np.flatnonzero(total).tolist():
-                    a, g = first_l[j], tl[j]
+                a = 0
+                for j, g in enumerate(tl):
+                    if not g:
+                        continue
                     act = base[j]  # (row j serves step j only: the mapping may mark it)
                     if a:
                         act = act + np.bincount(rel[:a], wsum[:a, j], minlength=nbg)
@@ -1363,6 +1356,7 @@ class KVHierarchy:
                     else:
                         order = np.argsort(act, kind="stable")
                         rel[a: a + g] = order[:g] if g <= nbg else order[np.arange(g) % nbg]
+                    a += g
                 codes += off
             idx = steps_k[None, :] * ncodes + codes[:, None]
             reads += np.bincount(idx[read_new], minlength=k * ncodes).reshape(k, ncodes)
@@ -1395,10 +1389,11 @@ class KVHierarchy:
                 xs, xj = t.partials_out(float(ns) * pe, True)
                 x_s[j] = xs
                 energy[j] += xj
-        used = t.used + np.cumsum(total)
+        used = [t.used + c for c in accumulate(tl)]
         return KVRun(self, k, L * (tt + x_s), L * energy, L * tt, L * x_s, used,
-                     _RunState(slots, n, total, nv, nsel, kd, state, ln_need, u_need,
-                               (ej, er, ec, ev), (nj, nr, ncol, codes), acts))
+                     _RunState(slots, n, tl, nvl, nsel.tolist(), state, [*ln_at, ln_used],
+                               [*u_at, u_used], (nval, *drifts), ndrift, (nr, ncol, codes),
+                               acts))
 
     def _commit_run(self, run: KVRun, m: int) -> None:
         """Apply the first ``m`` steps of ``run`` (0: none, the generator rewound)."""
@@ -1406,42 +1401,43 @@ class KVHierarchy:
         rng = self.rng
         if m < run.k and st.rng_state is not None:
             rng.bit_generator.state = st.rng_state
-            if m:
-                rng.binomial(st.nv[:m], self.loc.drift_per_step)
+            p = self.loc.drift_per_step
+            for v in st.nv[:m]:
+                rng.binomial(v, p)
         if not m:
             return
         dr = self._draws
-        dr._iln += int(st.ln_need[:m].sum())
-        dr._iu += int(st.u_need[:m].sum())
+        dr._iln += st.ln_at[m]
+        dr._iu += st.u_at[m]
         slots = st.slots
-        ej, er, ec, ev = st.events
-        on = ej < m
-        self._sal[slots[er[on]], ec[on]] = ev[on]
-        nj, nr, ncol, codes = st.new
-        on = nj < m
-        self._bgx[slots[nr[on]], ncol[on]] = codes[on]
+        # new blocks, then redraws, of the first m steps (a block is new before any redraw
+        # of it, and the redraws keep their order: as the steps wrote them)
+        nnew = sum(st.total[:m])
+        nr, ncol, codes = st.new
+        nval, dr_r, dr_c, dr_v = st.sal_changes
+        self._sal[slots[nr[:nnew]], ncol[:nnew]] = nval[:nnew]
+        nd = sum(st.drifts[:m])
+        if nd:
+            self._sal[slots[dr_r[:nd]], dr_c[:nd]] = dr_v[:nd]
+        self._bgx[slots[nr[:nnew]], ncol[:nnew]] = codes[:nnew]
         self.nblk[slots] = st.n[m - 1]
         s0 = self.steps
-        for j, g in enumerate(st.total[:m].tolist()):
+        for j, g in enumerate(st.total[:m]):
             if g:
                 self.steps = s0 + j
                 self._use(0, g)
         self.steps = s0 + m
         if self._need_imp:
             self._imp_stale = True
-        for v in st.nv[:m].tolist():
-            self.resident_blocks += float(v)
-        for v in st.nsel[:m].tolist():
-            self.read_blocks += float(v)
+        # (whole numbers: one sum adds as the steps' adds)
+        self.resident_blocks += float(sum(st.nv[:m]))
+        self.read_blocks += float(sum(st.nsel[:m]))
         # the activation window after m steps (as m calls of _activate)
         W, ring0 = self.window, self._ring
-        ne = min(m, W)
-        dropped = [self._act[(ring0 + 1 + i) % W] for i in range(ne)]
-        self._act_sum -= np.add.reduce(dropped, axis=0) if ne > 1 else dropped[0]
         lo = max(0, m - W)
+        self._act_sum -= np.add.reduce(self._act[(ring0 + 1 + np.arange(min(m, W))) % W], axis=0)
         self._act_sum += np.add.reduce(st.acts[lo:m], axis=0)
-        for i in range(lo, m):
-            self._act[(ring0 + 1 + i) % W] = st.acts[i]
+        self._act[(ring0 + 1 + np.arange(lo, m)) % W] = st.acts[lo:m]
         self._ring = (ring0 + m) % W
         self._act_version += m
         acc = self._attn_by_tier
@@ -2033,22 +2029,24 @@ class KVHierarchy:
 
 @dataclass
 class _RunState:
-    """What :meth:`KVHierarchy._commit_run` applies: the run's slots, blocks held per step,
-    new blocks per step, blocks and blocks read per step, redraws per step, the generator's
-    state before the run's binomials, log-normals and uniforms used per step, the salience
-    events ``(step, request, block, value)`` in order, the new blocks ``(step, request,
-    block, bank-group code)`` and each step's bank-group activations."""
+    """What :meth:`KVHierarchy._commit_run` applies: the run's slots, blocks held per step
+    ``[step, request]``, new blocks per step, blocks and blocks read per step, the
+    generator's state before the run's binomials, the log-normals and uniforms used before
+    each step (and after the last), the salience changes (new blocks' values, then the
+    redraws' requests, blocks and values, in order), redraws per step, the new blocks
+    ``(request, block, bank-group code)`` in order and each step's bank-group
+    activations ``[step, code]``."""
 
     slots: np.ndarray
     n: np.ndarray
-    total: np.ndarray
-    nv: np.ndarray
-    nsel: np.ndarray
-    kd: np.ndarray
+    total: list[int]
+    nv: list[int]
+    nsel: list[int]
     rng_state: dict | None
-    ln_need: np.ndarray
-    u_need: np.ndarray
-    events: tuple[np.ndarray, ...]
+    ln_at: list[int]
+    u_at: list[int]
+    sal_changes: tuple[np.ndarray, ...]
+    drifts: list[int]
     new: tuple[np.ndarray, ...]
     acts: np.ndarray
 
@@ -2066,7 +2064,7 @@ class KVRun:
     attention_j: np.ndarray
     by_tier0_s: np.ndarray
     partials0_s: np.ndarray
-    used: np.ndarray
+    used: list[int]
     state: _RunState
 
     def commit(self, m: int) -> None:

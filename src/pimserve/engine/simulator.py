@@ -220,7 +220,7 @@ class Simulator:
 
     def _apply_run(
         self, run: dict[str, np.ndarray], k: int, starts: np.ndarray, running: np.ndarray,
-        acc: StepCost, steps: dict[str, list] | None, kv_used: np.ndarray | None = None,
+        acc: StepCost, steps: dict[str, list] | None, kv_used: list[int] | None = None,
     ) -> float:
         """Account the first ``k`` iterations of ``run`` as :meth:`run`'s loop would, one
         after another (``np.cumsum`` adds in the same order as the loop); returns the new
@@ -248,7 +248,7 @@ class Simulator:
                 bb = kvh.block_bytes
                 for i, t in enumerate(kvh.tiers):
                     steps[f"kv_bytes_{t.label}"].extend(
-                        [u * bb for u in kv_used[:k].tolist()] if i == 0 else [t.used * bb] * k)
+                        [u * bb for u in kv_used[:k]] if i == 0 else [t.used * bb] * k)
         return float(starts[k])
 
     def _finish(
