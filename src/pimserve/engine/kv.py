@@ -1257,33 +1257,44 @@ class KVHierarchy:
         nj, nr = np.nonzero(grow)  # by step, then request (as _reserve's order)
         ncol = prev[nj, nr]
         Cf = int(n[-1].max())
-        cum = np.cumsum(n, axis=1)
         sal = np.empty((k, R, Cf), dtype=np.float32)
         cur = self._sal[slots, :Cf]
-        nvals, dr_r, dr_c, dr_v = [], [], [], []
-        f = 0
+        ar = np.arange(k)
+        tla, kda = np.array(tl), np.array(kd)
+        lna = np.array(ln_at)
+        nval = LN[np.repeat(lna - (np.cumsum(tla) - tla), tla) + np.arange(nj.size)]
+        D = sum(kd)
+        if D:
+            # each redraw: its request (searchsorted over the blocks' running count, right
+            # side: on whole numbers, the count of at most floor(x); the steps' counts laid
+            # end to end), its block and its new salience
+            dj = np.repeat(ar, kda)
+            rank = np.arange(D)
+            first_d = np.repeat(np.cumsum(kda) - kda, kda)
+            u1 = U[np.repeat(np.array(u_at), kda) + rank - first_d]
+            u2 = U[np.repeat(np.array(u_at) + kda, kda) + rank - first_d]
+            x = u1 * nv[dj]
+            base_nv = np.cumsum(nv) - nv
+            lined = (np.cumsum(n, axis=1) + base_nv[:, None]).ravel()
+            dr_r = (lined.searchsorted(np.floor(x).astype(np.int64) + base_nv[dj], "right")
+                    - dj * R) % R
+            dr_c = (u2 * n[dj, dr_r]).astype(np.intp)
+            dr_v = LN[np.repeat(lna + tla, kda) + rank - first_d]
+        else:
+            dr_r = dr_c = np.zeros(0, dtype=np.intp)
+            dr_v = np.zeros(0)
+        f = e = 0
         for j in range(k):
-            g, d, a = tl[j], kd[j], ln_at[j]
+            g, d = tl[j], kd[j]
             if g:
-                v = LN[a: a + g]
-                cur[nr[f: f + g], ncol[f: f + g]] = v
-                nvals.append(v)
+                cur[nr[f: f + g], ncol[f: f + g]] = nval[f: f + g]
                 f += g
             if d:
-                u = U[u_at[j]: u_at[j] + 2 * d]
-                r = cum[j].searchsorted(u[:d] * nvl[j], "right") % R
-                c = (u[d:] * n[j].take(r)).astype(np.intp)
-                v = LN[a + g: a + g + d]
-                cur[r, c] = v
-                dr_r.append(r)
-                dr_c.append(c)
-                dr_v.append(v)
+                cur[dr_r[e: e + d], dr_c[e: e + d]] = dr_v[e: e + d]
+                e += d
             sal[j] = cur
-        cat = np.concatenate
-        nval = cat(nvals) if nvals else np.zeros(0)
-        drifts = ((cat(dr_r), cat(dr_c), cat(dr_v)) if dr_r
-                  else (np.zeros(0, dtype=np.intp),) * 2 + (np.zeros(0),))
-        ndrift = [len(x) for x in dr_r]
+        drifts = (dr_r, dr_c, dr_v)
+        ndrift = kd
         # ---- scores and the sparse selection of every step (as _step_one_tier)
         s = sal
         s *= self._recency_rows(n.ravel())[:, :Cf].reshape(k, R, Cf)
