@@ -1297,7 +1297,7 @@ class KVHierarchy:
         ndrift = kd
         # ---- scores and the sparse selection of every step (as _step_one_tier)
         s = sal
-        s *= self._recency_rows(n.ravel())[:, :Cf].reshape(k, R, Cf)
+        s.reshape(k * R, Cf)[:] *= self._recency_rows(n.ravel())[:, :Cf]
         srt = s.copy()
         srt.sort(axis=2)
         kread = self._ktab.take(n, mode="wrap")
@@ -1335,15 +1335,21 @@ class KVHierarchy:
                 # window sums (tier 0) before each step of the activations without the new
                 # blocks: the window before the run, less the steps it drops, plus the run's
                 act0 = reads[:, sl] + res[sl]
-                cb = np.zeros((k + 1, nbg), dtype=np.int64)
-                np.cumsum(act0, axis=0, out=cb[1:])
-                ne = min(k, W)
-                ce = np.zeros((k + 1, nbg), dtype=np.int64)
-                np.cumsum(self._act[(ring0 + 1 + steps_k[:ne]) % W, off: off + nbg], axis=0,
-                          out=ce[1: ne + 1])
-                ce[ne + 1:] = ce[ne]
                 jlo = np.maximum(steps_k - W, 0)
-                base = self._act_sum[sl] - ce[:k] + cb[:k] - cb[jlo]
+                if k <= W:  # every step's window holds all the run's steps before it
+                    act0 -= self._act[(ring0 + 1 + steps_k) % W, sl]
+                    base = np.empty((k, nbg), dtype=np.int64)
+                    base[0] = self._act_sum[sl]
+                    np.cumsum(act0[:-1], axis=0, out=base[1:])
+                    base[1:] += base[0]
+                else:
+                    cb = np.zeros((k + 1, nbg), dtype=np.int64)
+                    np.cumsum(act0, axis=0, out=cb[1:])
+                    ce = np.zeros((k + 1, nbg), dtype=np.int64)
+                    np.cumsum(self._act[(ring0 + 1 + steps_k[:W]) % W, sl], axis=0,
+                              out=ce[1: W + 1])
+                    ce[W + 1:] = ce[W]
+                    base = self._act_sum[sl] - ce[:k] + cb[:k] - cb[jlo]
                 # each new block's activations in the window before each step
                 wc = np.zeros((nnew, k + 1), dtype=np.int64)
                 w = held.astype(np.int64)
@@ -1381,7 +1387,10 @@ class KVHierarchy:
             acts[:, lo:hi] = 0
         # ---- price the first tier (as _step_one_tier, every step at once)
         tot = np.add.reduce(loads, axis=2)
-        imb = np.divide(loads.max(axis=2), tot / nbg, out=np.ones((2, k)), where=tot > 0)
+        if tot.all():
+            imb = loads.max(axis=2) / (tot / nbg)
+        else:  # (1 without load)
+            imb = np.divide(loads.max(axis=2), tot / nbg, out=np.ones((2, k)), where=tot > 0)
         tok = np.empty((k, 2 * R), dtype=np.int64)
         np.minimum(nread << shift, ctx, out=tok[:, :R])
         tab = self._pair_table(0, q_tokens, self._cols * B)
