@@ -87,6 +87,12 @@ KV_CASES = [
     ("pam", "llama-65b", "dolly-creative", 4.0, {"batch": 16, "batching": "continuous"}),
     ("pam", "llama-65b", "sharegpt", 8.0, {"batch": 32, "batching": "continuous"}),
     ("pam", "llama-65b", "dolly-creative", None, {"batch": 16, "batching": "static"}),
+    # round-robin mapping, fixed tiling (partials leave HBM-PIM every step)
+    ("pam", "llama-65b", "dolly-creative", 4.0,
+     {"batch": 16, "batching": "continuous", "kv_mapping": "round-robin", "pamattention": False}),
+    # requests past 32 blocks go to the summary model: runs stop before it
+    ("pam", "llama-65b", "sharegpt", 8.0,
+     {"batch": 16, "batching": "continuous", "kv_exact_max_blocks": 32, "kv_summary_columns": 32}),
 ]
 
 
@@ -114,6 +120,12 @@ def test_kv_runs_equal_the_step_by_step_engine(system, model, workload, rate, op
     finally:
         mp.undo()
     assert sum(taken) > 0
+    _assert_same_kv_results(fast, slow)
+
+
+def _assert_same_kv_results(fast, slow) -> None:
+    """Equal iterations and tokens, times and energies to 1e-9, per-step records and KV
+    results."""
     assert fast.iterations == slow.iterations
     assert fast.output_tokens == slow.output_tokens
     assert fast.requests_completed == slow.requests_completed
@@ -139,3 +151,48 @@ def test_kv_runs_equal_the_step_by_step_engine(system, model, workload, rate, op
     for k in ss:
         np.testing.assert_allclose(np.asarray(fs[k], dtype=float),
                                    np.asarray(ss[k], dtype=float), rtol=rel, err_msg=k)
+
+
+def test_kv_runs_stop_where_the_first_tier_fills():
+    """A static batch that fills HBM-PIM to within a few blocks: the decode steps spill to
+    DDR-PIM part way, where runs stop (the multi-tier step, Algorithm 2's migrations); the
+    results equal the step-by-step engine's."""
+    from pimserve.workload.request import Requests
+
+    def run(fast: bool):
+        system, model = load_system("pam"), load_model("llama-65b")
+        probe = Simulator(system, model, Requests(id=np.arange(1), arrival_s=np.zeros(1),
+                                                  prompt_tokens=np.ones(1, dtype=np.int64),
+                                                  output_tokens=np.ones(1, dtype=np.int64)))
+        assert probe.kvh is not None
+        cap = probe.kvh.tiers[0].capacity_blocks
+        n = 128
+        prompt = (cap // n - 1) * 16  # the first decode token: cap // n blocks each
+        req = Requests(id=np.arange(n), arrival_s=np.zeros(n),
+                       prompt_tokens=np.full(n, prompt), output_tokens=np.full(n, 80))
+        cfg = RunConfig(batch=n, batching="static", record_steps=True, seed=2)
+        sim = Simulator(system, model, req, cfg)
+        assert sim.fast_runs
+        sim.fast_runs = fast
+        return sim.run()
+
+    from pimserve.engine import kv as kvmod
+
+    taken = []
+    run_fn = kvmod.KVHierarchy.decode_run
+
+    def counted(self, *a, **k):
+        out = run_fn(self, *a, **k)
+        taken.append(0 if out is None else out.k)
+        return out
+
+    slow = run(False)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(kvmod.KVHierarchy, "decode_run", counted)
+    try:
+        fast = run(True)
+    finally:
+        mp.undo()
+    assert sum(taken) >= 8  # the steps before the spill
+    assert slow.kv_bytes_by_tier["ddr"] > 0 and slow.migrated_bytes > 0  # it spilled
+    _assert_same_kv_results(fast, slow)
