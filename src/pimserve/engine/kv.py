@@ -209,7 +209,7 @@ def _with_refresh_rows(t: Tier, busy_s: np.ndarray) -> np.ndarray:
     n = np.floor(busy_s / refi)
     while True:  # as the scalar loop: an element stays once it is a fixed point
         m = np.floor((busy_s + n * each) / refi)
-        if np.array_equal(m, n):
+        if (m == n).all():
             break
         n = m
     return busy_s + n * each  # (0 s busy: 0 refreshes, 0 + 0)
