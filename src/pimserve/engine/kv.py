@@ -1441,11 +1441,21 @@ class KVHierarchy:
             self._sal[slots[dr_r[:nd]], dr_c[:nd]] = dr_v[:nd]
         self._bgx[slots[nr[:nnew]], ncol[:nnew]] = codes[:nnew]
         self.nblk[slots] = st.n[m - 1]
+        # the first tier's residency sums, as _use(0, new blocks) at each step that adds some
         s0 = self.steps
+        t = self.tiers[0]
+        used, since = t.used, self._used_since[0]
+        usum, peak = self._used_sum[0], self._used_peak[0]
         for j, g in enumerate(st.total[:m]):
             if g:
-                self.steps = s0 + j
-                self._use(0, g)
+                if s0 + j != since:
+                    usum += used * (s0 + j - since)
+                    if used > peak:
+                        peak = used
+                    since = s0 + j
+                used += g
+        t.used, self._used_since[0] = used, since
+        self._used_sum[0], self._used_peak[0] = usum, peak
         self.steps = s0 + m
         if self._need_imp:
             self._imp_stale = True
@@ -1454,10 +1464,14 @@ class KVHierarchy:
         self.read_blocks += float(sum(st.nsel[:m]))
         # the activation window after m steps (as m calls of _activate)
         W, ring0 = self.window, self._ring
-        lo = max(0, m - W)
-        self._act_sum -= np.add.reduce(self._act[(ring0 + 1 + np.arange(min(m, W))) % W], axis=0)
-        self._act_sum += np.add.reduce(st.acts[lo:m], axis=0)
-        self._act[(ring0 + 1 + np.arange(lo, m)) % W] = st.acts[lo:m]
+        if m <= W:  # the m steps replace m rows of the window
+            rows = (ring0 + 1 + np.arange(m)) % W
+            self._act_sum += np.add.reduce(st.acts[:m] - self._act[rows], axis=0)
+            self._act[rows] = st.acts[:m]
+        else:
+            lo = m - W
+            self._act_sum[:] = np.add.reduce(st.acts[lo:m], axis=0)
+            self._act[(ring0 + 1 + np.arange(lo, m)) % W] = st.acts[lo:m]
         self._ring = (ring0 + m) % W
         self._act_version += m
         acc = self._attn_by_tier
