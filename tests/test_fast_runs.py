@@ -196,3 +196,19 @@ def test_kv_runs_stop_where_the_first_tier_fills():
     assert sum(taken) >= 8  # the steps before the spill
     assert slow.kv_bytes_by_tier["ddr"] > 0 and slow.migrated_bytes > 0  # it spilled
     _assert_same_kv_results(fast, slow)
+
+
+def test_kv_runs_split_by_the_cell_bound_give_the_same_results():
+    """Runs capped at a few steps (``RUN_CELLS``: the [step, request, block] arrays' bound)
+    are priced in more calls with the same results."""
+    from pimserve.engine import kv as kvmod
+
+    opts = {"batch": 16, "batching": "static"}
+    slow = _run("pam", "llama-65b", "dolly-creative", False, n=32, **opts)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(kvmod, "RUN_CELLS", 16 * 16 * 4)  # a handful of steps per call
+    try:
+        fast = _run("pam", "llama-65b", "dolly-creative", True, n=32, **opts)
+    finally:
+        mp.undo()
+    _assert_same_kv_results(fast, slow)

@@ -112,6 +112,11 @@ _COLD_MARGIN = 0.8
 salience is below this fraction of its request's last selection threshold (it stays
 unread)."""
 
+RUN_CELLS = 1 << 20
+"""At most about this many ``[step, request, block]`` cells in one run of KV steps
+(:meth:`KVHierarchy.decode_run`): a longer run is priced in several calls, with the same
+results."""
+
 _TAKEN = np.iinfo(np.int64).max
 """Activity that marks a bank group already given a block in this mapping."""
 
@@ -1196,6 +1201,7 @@ class KVHierarchy:
         if not min(have.tolist()) > 0:
             return None
         R = int(reqs.size)
+        k = min(k, max(2, RUN_CELLS // (R * self._cols)))  # bounds the [step, request, block]
         ctx = ctx0[None, :] + np.arange(k, dtype=np.int64)[:, None]  # [step, request]
         need = (ctx + (B - 1)) >> shift
         if int((need[0] - have).max()) > 1:
