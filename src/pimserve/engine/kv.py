@@ -1341,7 +1341,6 @@ class KVHierarchy:
                 # window sums (tier 0) before each step of the activations without the new
                 # blocks: the window before the run, less the steps it drops, plus the run's
                 act0 = reads[:, sl] + res[sl]
-                jlo = np.maximum(steps_k - W, 0)
                 if k <= W:  # every step's window holds all the run's steps before it
                     act0 -= self._act[(ring0 + 1 + steps_k) % W, sl]
                     base = np.empty((k, nbg), dtype=np.int64)
@@ -1355,13 +1354,14 @@ class KVHierarchy:
                     np.cumsum(self._act[(ring0 + 1 + steps_k[:W]) % W, sl], axis=0,
                               out=ce[1: W + 1])
                     ce[W + 1:] = ce[W]
+                    jlo = np.maximum(steps_k - W, 0)
                     base = self._act_sum[sl] - ce[:k] + cb[:k] - cb[jlo]
                 # each new block's activations in the window before each step
                 wc = np.zeros((nnew, k + 1), dtype=np.int64)
                 w = held.astype(np.int64)
                 w += read_new
                 np.cumsum(w, axis=1, out=wc[:, 1:])
-                wsum = wc[:, :k] - wc[:, jlo]
+                wsum = wc[:, :k] if k <= W else wc[:, :k] - wc[:, np.maximum(steps_k - W, 0)]
                 rel = codes  # bank groups of tier 0 (0 .. nbg - 1) until the end
                 a = 0
                 for j, g in enumerate(tl):
