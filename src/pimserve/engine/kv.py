@@ -71,6 +71,7 @@ they run on the links while the iteration computes, so a step takes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -110,6 +111,11 @@ _COLD_MARGIN = 0.8
 """On one tier, the summary model leaves a redrawn block in its merged column when its new
 salience is below this fraction of its request's last selection threshold (it stays
 unread)."""
+
+RUN_CELLS = 1 << 20
+"""At most about this many ``[step, request, block]`` cells in one run of KV steps
+(:meth:`KVHierarchy.decode_run`): a longer run is priced in several calls, with the same
+results."""
 
 _TAKEN = np.iinfo(np.int64).max
 """Activity that marks a bank group already given a block in this mapping."""
@@ -195,6 +201,23 @@ class Tier:
         if bw <= 0 or nbytes <= 0:
             return 0.0, 0.0
         return nbytes / bw, nbytes * 8 * float(getattr(dev, "io_pj_per_bit", 0.0)) * 1e-12
+
+
+def _with_refresh_rows(t: Tier, busy_s: np.ndarray) -> np.ndarray:
+    """:meth:`Tier.with_refresh` of each of ``busy_s`` (s), with the same arithmetic: the
+    devices' refresh fixed point (:meth:`PIMModel.refresh_scalar_s`) on every element at
+    once."""
+    dev = t.group.device
+    refi, each = getattr(dev, "_refi_s", None), getattr(dev, "_refresh_each_s", None)
+    if refi is None or each is None or getattr(dev, "refresh_scalar_s", None) is None:
+        return np.array([t.with_refresh(b) for b in busy_s.tolist()])
+    n = np.floor(busy_s / refi)
+    while True:  # as the scalar loop: an element stays once it is a fixed point
+        m = np.floor((busy_s + n * each) / refi)
+        if (m == n).all():
+            break
+        n = m
+    return busy_s + n * each  # (0 s busy: 0 refreshes, 0 + 0)
 
 
 def _first_set(*values: bool | None) -> bool:
@@ -369,7 +392,7 @@ class KVHierarchy:
         self.slot_of = np.full(max(n_requests, 1), -1, dtype=np.int64)  # request id -> slot
         self._free_slots = list(range(max_slots - 1, -1, -1))
         # --- bank-group activity (greedy mapping): ring of the last `window` steps, by code
-        self._act = [np.zeros(n_codes, dtype=np.int64) for _ in range(self.window)]
+        self._act = np.zeros((self.window, n_codes), dtype=np.int64)
         self._offload_cols = [(o, o + n) for o, n, t in
                               zip(self._bg_off, self._bg_total, self.tiers, strict=True)
                               if not t.compute]
@@ -786,6 +809,17 @@ class KVHierarchy:
         return np.divide(np.maximum.reduce(lw, axis=1), mean, out=np.ones(t.sets),
                          where=mean > 0)
 
+    def _imbalance0(self, load: np.ndarray) -> float:
+        """:meth:`_set_imbalance` of the first tier when it has one replica set: its busiest
+        bank group's load over their mean (1 without load), as a float (the same
+        arithmetic, without the per-set arrays)."""
+        off = self._bg_off[0]
+        lw = load[off: off + self._bg_total[0]]
+        total = int(np.add.reduce(lw))
+        if total <= 0:
+            return 1.0
+        return int(lw.max()) / (total / self.tiers[0].n_bg)
+
     def _price(
         self, k: int, cnt: np.ndarray, parts: int, slots: np.ndarray, reads: np.ndarray,
         q_tokens: int, width_tokens: int, ctx: np.ndarray, energy: float,
@@ -1115,8 +1149,8 @@ class KVHierarchy:
         energy = float(np.add.reduce(g[:, 1]))
         # the attention waits on the bank groups of the blocks read, the selection pass on
         # those of every resident block (as _price)
-        busy = float(np.add.reduce(g[:R, 0])) * float(self._set_imbalance(0, reads)[0])
-        busy += float(np.add.reduce(g[R:, 0])) * float(self._set_imbalance(0, res)[0])
+        busy = float(np.add.reduce(g[:R, 0])) * self._imbalance0(reads)
+        busy += float(np.add.reduce(g[R:, 0])) * self._imbalance0(res)
         tt = t.with_refresh(busy)
         m = self.model
         L = m.n_layers
@@ -1130,6 +1164,325 @@ class KVHierarchy:
         rest = self._zero_tail
         return KVStep(attention_s=L * (tt + x_s), attention_j=L * energy,
                       by_tier_s=(L * tt, *rest), partials_by_tier_s=(L * x_s, *rest))
+
+    # ------------------------------------------------------------------ runs of steps
+    def decode_run(
+        self, reqs: np.ndarray, ctx0: np.ndarray, q_tokens: int, k: int
+    ) -> KVRun | None:
+        """Up to ``k`` consecutive decode steps of the same requests priced at once: step
+        ``j`` is ``step(reqs, ctx0 + j, q_tokens, reserve=True)`` (one token more per step,
+        nobody admitted or finished in between) taken by :meth:`_step_one_tier`, with the
+        same random draws in the same order and the same per-step results. Nothing changes
+        until :meth:`KVRun.commit` applies the run's first steps (it may apply fewer than
+        were priced: an arrival cuts the run). The run is shorter than ``k`` where a step
+        would leave the one-tier case (a spill, a wider request, the summary model) or
+        where the locality model's buffered draws would be refilled. Returns None (nothing
+        changed) when fewer than two steps qualify. Times in s, energy in J."""
+        if not (self._one_tier_ok and self._fast_one_tier) or reqs.size == 0 or k < 2:
+            return None
+        tiers = self.tiers
+        t = tiers[0]
+        for o in tiers[1:]:
+            if o.used:
+                return None
+        if (type(ctx0) is not np.ndarray or self._wcols != self._cols or not self._sink_folded
+                or not self._positive_scores):
+            return None
+        B, shift = self.block_tokens, self._block_shift
+        assert shift is not None
+        if self.summary_columns is not None:  # step() takes the summary path past this
+            if self._merged and self._has_merged.take(self.slot_of[reqs], mode="wrap").any():
+                return None
+            k = min(k, self._exact_max * B - int(ctx0.max()) + 1)
+            if k < 2:
+                return None
+        slots = self.slot_of[reqs]
+        have = self.nblk.take(slots, mode="wrap")
+        if not min(have.tolist()) > 0:
+            return None
+        R = int(reqs.size)
+        k = min(k, max(2, RUN_CELLS // (R * self._cols)))  # bounds the [step, request, block]
+        ctx = ctx0[None, :] + np.arange(k, dtype=np.int64)[:, None]  # [step, request]
+        need = (ctx + (B - 1)) >> shift
+        if int((need[0] - have).max()) > 1:
+            return None
+        n = np.maximum(need, have)  # blocks held at each step
+        prev = np.empty_like(n)
+        prev[0] = have
+        prev[1:] = n[:-1]
+        grow = n - prev  # 0 or 1: a new block this step
+        tl = np.add.reduce(grow, axis=1).tolist()  # new blocks per step
+        # (a step whose longest request is much narrower than the widest so far goes to
+        # step()'s general path, which gathers columns instead of rows: the same results)
+        room, cols = t.capacity_blocks - t.used, self._cols
+        for j, (c, w) in enumerate(zip(accumulate(tl), n.max(axis=1).tolist(), strict=True)):
+            if c > room or w > cols:
+                k = j
+                if k < 2:
+                    return None
+                ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
+                break
+        nv = np.add.reduce(n, axis=1)
+        nvl = nv.tolist()
+        # ---- the draws: Binomial(blocks, drift) per step from the generator, then the
+        # buffered log-normals (new blocks, then redrawn ones) and uniforms (redraws)
+        loc, dr, rng = self.loc, self._draws, self.rng
+        p = loc.drift_per_step
+        state = None
+        if p > 0:
+            state = rng.bit_generator.state
+            kd = [rng.binomial(v, p) for v in nvl]
+        else:
+            kd = [0] * k
+        ln_left, u_left = dr._ln.size - dr._iln, dr._u.size - dr._iu
+        ln_at, u_at = [], []  # each step's first log-normal and uniform (offsets)
+        a = b = 0
+        for j in range(k):
+            ln_at.append(a)
+            u_at.append(b)
+            a += tl[j] + kd[j]
+            b += 2 * kd[j]
+            if a > ln_left or b > u_left:  # a buffer refill inside: the run stops before it
+                if p > 0:
+                    rng.bit_generator.state = state
+                k = j
+                if k < 2:
+                    return None
+                if p > 0:
+                    kd = [rng.binomial(v, p) for v in nvl[:k]]
+                ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
+                nv, nvl = nv[:k], nvl[:k]
+                a, b = ln_at[k], u_at[k]
+                ln_at, u_at = ln_at[:k], u_at[:k]
+                break
+        ln_used, u_used = a, b
+        LN = dr._ln[dr._iln: dr._iln + ln_used]
+        U = dr._u[dr._iu: dr._iu + u_used]
+        # ---- salience changes, step by step: new blocks, then redraws (as the steps draw
+        # them); the saliences of step j are those of step j - 1 with step j's changes
+        nj, nr = np.nonzero(grow)  # by step, then request (as _reserve's order)
+        ncol = prev[nj, nr]
+        Cf = int(n[-1].max())
+        sal = np.empty((k, R, Cf), dtype=np.float32)
+        cur = self._sal[slots, :Cf]
+        ar = np.arange(k)
+        tla, kda = np.array(tl), np.array(kd)
+        lna = np.array(ln_at)
+        nval = LN[np.repeat(lna - (np.cumsum(tla) - tla), tla) + np.arange(nj.size)]
+        D = sum(kd)
+        if D:
+            # each redraw: its request (searchsorted over the blocks' running count, right
+            # side: on whole numbers, the count of at most floor(x); the steps' counts laid
+            # end to end), its block and its new salience
+            dj = np.repeat(ar, kda)
+            rank = np.arange(D)
+            first_d = np.repeat(np.cumsum(kda) - kda, kda)
+            u1 = U[np.repeat(np.array(u_at), kda) + rank - first_d]
+            u2 = U[np.repeat(np.array(u_at) + kda, kda) + rank - first_d]
+            x = u1 * nv[dj]
+            base_nv = np.cumsum(nv) - nv
+            lined = (np.cumsum(n, axis=1) + base_nv[:, None]).ravel()
+            dr_r = (lined.searchsorted(np.floor(x).astype(np.int64) + base_nv[dj], "right")
+                    - dj * R) % R
+            dr_c = (u2 * n[dj, dr_r]).astype(np.intp)
+            dr_v = LN[np.repeat(lna + tla, kda) + rank - first_d]
+        else:
+            dr_r = dr_c = np.zeros(0, dtype=np.intp)
+            dr_v = np.zeros(0)
+        f = e = 0
+        for j in range(k):
+            g, d = tl[j], kd[j]
+            if g:
+                cur[nr[f: f + g], ncol[f: f + g]] = nval[f: f + g]
+                f += g
+            if d:
+                cur[dr_r[e: e + d], dr_c[e: e + d]] = dr_v[e: e + d]
+                e += d
+            sal[j] = cur
+        drifts = (dr_r, dr_c, dr_v)
+        ndrift = kd
+        # ---- scores and the sparse selection of every step (as _step_one_tier)
+        s = sal
+        s.reshape(k * R, Cf)[:] *= self._recency_rows(n.ravel())[:, :Cf]
+        srt = s.copy()
+        srt.sort(axis=2)
+        kread = self._ktab.take(n, mode="wrap")
+        kR = k * R
+        thr = srt.reshape(kR * Cf).take(np.arange(Cf, (kR + 1) * Cf, Cf) - kread.ravel())
+        sel = s >= thr.reshape(k, R, 1)
+        # a request reads its k best blocks, more on ties (each reads at least its k: equal
+        # totals mean no ties)
+        hits = np.flatnonzero(sel)
+        nread = kread if hits.size == int(kread.sum()) else np.add.reduce(sel, axis=2)
+        nsel = np.add.reduce(nread, axis=1)
+        # ---- bank groups (as _step_one_tier): each step's reads and resident blocks by
+        # code. The blocks held before the run count in one bincount over all steps (a new
+        # block's cell holds code 0 there, which no load reads); each new block adds its
+        # code from its step on: 1 resident, and 1 read at the steps that select it. New
+        # blocks are mapped step by step on the activation window before their step.
+        off, nbg, ncodes = self._bg_off[0], t.n_bg, self._n_codes
+        sl = slice(off, off + nbg)
+        bgs0 = self._bgx[slots, :Cf]
+        steps_k = np.arange(k)
+        RC = R * Cf
+        reads = np.bincount(bgs0.reshape(RC).take(hits % RC) + (hits // RC) * ncodes,
+                            minlength=k * ncodes).reshape(k, ncodes)
+        res = np.bincount(bgs0.ravel(), minlength=ncodes)
+        nnew = nj.size
+        codes = np.empty(nnew, dtype=np.int64)
+        W = self.window
+        ring0 = self._ring
+        if nnew:
+            read_new = sel[:, nr, ncol].T  # [new block, step]: the step reads it
+            held = steps_k[None, :] >= nj[:, None]  # [new block, step]: it exists
+            if self.mapping == "round-robin" or nbg == 1:
+                codes[:] = ncol % nbg + off
+            else:
+                # window sums (tier 0) before each step of the activations without the new
+                # blocks: the window before the run, less the steps it drops, plus the run's
+                act0 = reads[:, sl] + res[sl]
+                if k <= W:  # every step's window holds all the run's steps before it
+                    act0 -= self._act[(ring0 + 1 + steps_k) % W, sl]
+                    base = np.empty((k, nbg), dtype=np.int64)
+                    base[0] = self._act_sum[sl]
+                    np.cumsum(act0[:-1], axis=0, out=base[1:])
+                    base[1:] += base[0]
+                else:
+                    cb = np.zeros((k + 1, nbg), dtype=np.int64)
+                    np.cumsum(act0, axis=0, out=cb[1:])
+                    ce = np.zeros((k + 1, nbg), dtype=np.int64)
+                    np.cumsum(self._act[(ring0 + 1 + steps_k[:W]) % W, sl], axis=0,
+                              out=ce[1: W + 1])
+                    ce[W + 1:] = ce[W]
+                    jlo = np.maximum(steps_k - W, 0)
+                    base = self._act_sum[sl] - ce[:k] + cb[:k] - cb[jlo]
+                # each new block's activations in the window before each step
+                wc = np.zeros((nnew, k + 1), dtype=np.int64)
+                w = held.astype(np.int64)
+                w += read_new
+                np.cumsum(w, axis=1, out=wc[:, 1:])
+                wsum = wc[:, :k] if k <= W else wc[:, :k] - wc[:, np.maximum(steps_k - W, 0)]
+                rel = codes  # bank groups of tier 0 (0 .. nbg - 1) until the end
+                a = 0
+                for j, g in enumerate(tl):
+                    if not g:
+                        continue
+                    act = base[j]  # (row j serves step j only: the mapping may mark it)
+                    if a:
+                        act = act + np.bincount(rel[:a], wsum[:a, j], minlength=nbg)
+                    if g == 1:
+                        rel[a] = act.argmin()
+                    elif g <= min(_SMALL_MAP, nbg):  # the stable order's first few
+                        for i in range(a, a + g):
+                            rel[i] = b = act.argmin()
+                            act[b] = _TAKEN
+                    else:
+                        order = np.argsort(act, kind="stable")
+                        rel[a: a + g] = order[:g] if g <= nbg else order[np.arange(g) % nbg]
+                    a += g
+                codes += off
+            idx = steps_k[None, :] * ncodes + codes[:, None]
+            reads += np.bincount(idx[read_new], minlength=k * ncodes).reshape(k, ncodes)
+            res = res + np.bincount(idx[held], minlength=k * ncodes).reshape(k, ncodes)
+        loads = np.empty((2, k, nbg), dtype=np.int64)
+        loads[0] = reads[:, sl]
+        loads[1] = res[..., sl]
+        acts = reads + res
+        acts[:, 0] = 0
+        for lo, hi in self._offload_cols:
+            acts[:, lo:hi] = 0
+        # ---- price the first tier (as _step_one_tier, every step at once)
+        tot = np.add.reduce(loads, axis=2)
+        if tot.all():
+            imb = loads.max(axis=2) / (tot / nbg)
+        else:  # (1 without load)
+            imb = np.divide(loads.max(axis=2), tot / nbg, out=np.ones((2, k)), where=tot > 0)
+        tok = np.empty((k, 2 * R), dtype=np.int64)
+        np.minimum(nread << shift, ctx, out=tok[:, :R])
+        tab = self._pair_table(0, q_tokens, self._cols * B)
+        np.add(ctx, tab.shape[0] // 2, out=tok[:, R:])
+        gt = tab.take(tok, axis=0, mode="wrap")  # [step, (kind, request), (s, J)]
+        energy = np.add.reduce(np.ascontiguousarray(gt[:, :, 1]), axis=1)
+        busy = np.add.reduce(np.ascontiguousarray(gt[:, :R, 0]), axis=1) * imb[0]
+        busy += np.add.reduce(np.ascontiguousarray(gt[:, R:, 0]), axis=1) * imb[1]
+        m = self.model
+        L = m.n_layers
+        tt = _with_refresh_rows(t, busy)
+        x_s = np.zeros(k)
+        if not self.pamattention:
+            pe = partial_elements(m.n_heads, q_tokens, m.head_dim) * m.dtype_bytes
+            for j, ns in enumerate(nsel.tolist()):
+                xs, xj = t.partials_out(float(ns) * pe, True)
+                x_s[j] = xs
+                energy[j] += xj
+        used = [t.used + c for c in accumulate(tl)]
+        return KVRun(self, k, L * (tt + x_s), L * energy, L * tt, L * x_s, used,
+                     _RunState(slots, n, tl, nvl, nsel.tolist(), state, [*ln_at, ln_used],
+                               [*u_at, u_used], (nval, *drifts), ndrift, (nr, ncol, codes),
+                               acts))
+
+    def _commit_run(self, run: KVRun, m: int) -> None:
+        """Apply the first ``m`` steps of ``run`` (0: none, the generator rewound)."""
+        st = run.state
+        rng = self.rng
+        if m < run.k and st.rng_state is not None:
+            rng.bit_generator.state = st.rng_state
+            p = self.loc.drift_per_step
+            for v in st.nv[:m]:
+                rng.binomial(v, p)
+        if not m:
+            return
+        dr = self._draws
+        dr._iln += st.ln_at[m]
+        dr._iu += st.u_at[m]
+        slots = st.slots
+        # new blocks, then redraws, of the first m steps (a block is new before any redraw
+        # of it, and the redraws keep their order: as the steps wrote them)
+        nnew = sum(st.total[:m])
+        nr, ncol, codes = st.new
+        nval, dr_r, dr_c, dr_v = st.sal_changes
+        self._sal[slots[nr[:nnew]], ncol[:nnew]] = nval[:nnew]
+        nd = sum(st.drifts[:m])
+        if nd:
+            self._sal[slots[dr_r[:nd]], dr_c[:nd]] = dr_v[:nd]
+        self._bgx[slots[nr[:nnew]], ncol[:nnew]] = codes[:nnew]
+        self.nblk[slots] = st.n[m - 1]
+        # the first tier's residency sums, as _use(0, new blocks) at each step that adds some
+        s0 = self.steps
+        t = self.tiers[0]
+        used, since = t.used, self._used_since[0]
+        usum, peak = self._used_sum[0], self._used_peak[0]
+        for j, g in enumerate(st.total[:m]):
+            if g:
+                if s0 + j != since:
+                    usum += used * (s0 + j - since)
+                    if used > peak:
+                        peak = used
+                    since = s0 + j
+                used += g
+        t.used, self._used_since[0] = used, since
+        self._used_sum[0], self._used_peak[0] = usum, peak
+        self.steps = s0 + m
+        if self._need_imp:
+            self._imp_stale = True
+        # (whole numbers: one sum adds as the steps' adds)
+        self.resident_blocks += float(sum(st.nv[:m]))
+        self.read_blocks += float(sum(st.nsel[:m]))
+        # the activation window after m steps (as m calls of _activate)
+        W, ring0 = self.window, self._ring
+        if m <= W:  # the m steps replace m rows of the window
+            rows = (ring0 + 1 + np.arange(m)) % W
+            self._act_sum += np.add.reduce(st.acts[:m] - self._act[rows], axis=0)
+            self._act[rows] = st.acts[:m]
+        else:
+            lo = m - W
+            self._act_sum[:] = np.add.reduce(st.acts[lo:m], axis=0)
+            self._act[(ring0 + 1 + np.arange(lo, m)) % W] = st.acts[lo:m]
+        self._ring = (ring0 + m) % W
+        self._act_version += m
+        acc = self._attn_by_tier
+        for v in run.by_tier0_s[:m].tolist():
+            acc[0] += v
 
     def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray) -> float:
         """Algorithm 2 over the stepping requests' blocks (``tb``: their tiers, ``imp``: their
@@ -1712,3 +2065,51 @@ class KVHierarchy:
                 "summary_columns": self.summary_columns, "merged": self._merged,
             },
         }
+
+
+@dataclass
+class _RunState:
+    """What :meth:`KVHierarchy._commit_run` applies: the run's slots, blocks held per step
+    ``[step, request]``, new blocks per step, blocks and blocks read per step, the
+    generator's state before the run's binomials, the log-normals and uniforms used before
+    each step (and after the last), the salience changes (new blocks' values, then the
+    redraws' requests, blocks and values, in order), redraws per step, the new blocks
+    ``(request, block, bank-group code)`` in order and each step's bank-group
+    activations ``[step, code]``."""
+
+    slots: np.ndarray
+    n: np.ndarray
+    total: list[int]
+    nv: list[int]
+    nsel: list[int]
+    rng_state: dict | None
+    ln_at: list[int]
+    u_at: list[int]
+    sal_changes: tuple[np.ndarray, ...]
+    drifts: list[int]
+    new: tuple[np.ndarray, ...]
+    acts: np.ndarray
+
+
+@dataclass
+class KVRun:
+    """``k`` decode steps priced by :meth:`KVHierarchy.decode_run`, per step (arrays of
+    ``k``): attention (s, all layers) and its energy (J), the first tier's local attention
+    (s, all layers), its partial results' transfer (s, all layers), and the first tier's
+    blocks resident after each step's reservation. :meth:`commit` applies them."""
+
+    kvh: KVHierarchy
+    k: int
+    attention_s: np.ndarray
+    attention_j: np.ndarray
+    by_tier0_s: np.ndarray
+    partials0_s: np.ndarray
+    used: list[int]
+    state: _RunState
+
+    def commit(self, m: int) -> None:
+        """Apply the first ``m`` (0 to ``k``) steps to the hierarchy, as ``m`` calls of
+        :meth:`KVHierarchy.step` would; with ``m`` 0 nothing changes."""
+        if not 0 <= m <= self.k:
+            raise ValueError(f"a run of {self.k} steps cannot apply {m}")
+        self.kvh._commit_run(self, m)

@@ -172,30 +172,39 @@ class IterationPricer:
         return fc_s, np.where(proj_first, attn_s, attn_s - hidden)
 
     # ---------------------------------------------------------------- runs of iterations
-    def decode_run(self, ctx0: np.ndarray, tlp: int, k: int) -> dict[str, np.ndarray]:
+    def decode_run(
+        self, ctx0: np.ndarray, tlp: int, k: int,
+        kv_attention: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
         """``k`` decode-only iterations of the same requests, the ``j``-th attending
         ``ctx0 + j x tlp`` tokens, priced at once: the fields of :class:`StepCost` as arrays
-        over the iterations, with :meth:`step`'s arithmetic (no KV tiers, no draft model, no
-        MoE routing; the caller checks). FC, LM head, transfers and norms do not change
-        between the iterations; attention is looked up for all of them in one call."""
+        over the iterations, with :meth:`step`'s arithmetic (no draft model, no MoE routing;
+        the caller checks). FC, LM head, transfers and norms do not change between the
+        iterations; attention is looked up for all of them in one call, or, on a system with
+        KV tiers, is ``kv_attention``: each iteration's KV step's attention (s) and energy
+        (J), all layers (:meth:`KVHierarchy.decode_run`; one tier: no KV writes, fetches or
+        migrations)."""
         n_dec = int(ctx0.size)
         m_dec = m_tok = n_dec * tlp
         L = self.model.n_layers
         fc = self._fc_for(m_tok, False, None)
         head = self.lm_head(m_dec, False)
-        ctx = ctx0[None, :] + tlp * np.arange(k, dtype=np.int64)[:, None]
-        cmax = int(ctx[-1].max())
-        t_tab, e_tab = self.attention_table(tlp, cmax, self._stream_ops)
-        attn_j = e_tab[ctx].sum(axis=1)
-        if self._once_ops:
-            o_tab, oe_tab = self.attention_table(tlp, cmax, self._once_ops)
-            once = o_tab[ctx].max(axis=1)
-            attn_j = attn_j + oe_tab[ctx].sum(axis=1)
-        else:
-            once = np.zeros(k)
         g = self.attn_group
-        attn_s = self._dataflow.group_time_rows_s(t_tab[ctx], once, self.model.n_kv_heads,
-                                                  g.count)
+        if kv_attention is not None:  # as step() with a kv_step
+            attn_s, attn_j = kv_attention[0] / L, kv_attention[1] / L
+        else:
+            ctx = ctx0[None, :] + tlp * np.arange(k, dtype=np.int64)[:, None]
+            cmax = int(ctx[-1].max())
+            t_tab, e_tab = self.attention_table(tlp, cmax, self._stream_ops)
+            attn_j = e_tab[ctx].sum(axis=1)
+            if self._once_ops:
+                o_tab, oe_tab = self.attention_table(tlp, cmax, self._once_ops)
+                once = o_tab[ctx].max(axis=1)
+                attn_j = attn_j + oe_tab[ctx].sum(axis=1)
+            else:
+                once = np.zeros(k)
+            attn_s = self._dataflow.group_time_rows_s(t_tab[ctx], once, self.model.n_kv_heads,
+                                                      g.count)
         comm_s = fc.comm_s
         comm_j = 0.0
         if n_dec and g.link is not None:
@@ -206,7 +215,7 @@ class IterationPricer:
         fc_gpu_layer_s: Any = fc.gpu_s
         ovl_j = 0.0
         ovl = self.built.spec.policies.overlap
-        if ovl is not None and n_dec and self.built.gpu:
+        if ovl is not None and n_dec and self.built.gpu and kv_attention is None:
             rest, proj, ffn, ovl_j = self._overlap_parts(fc, m_tok, ovl)
             fc_gpu_layer_s, attn_s = self._overlap_combine(rest, proj, ffn, attn_s,
                                                            ovl.subbatches)

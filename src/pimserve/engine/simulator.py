@@ -154,10 +154,13 @@ class Simulator:
             self.batching = cfg.batching
         self._expert_probs = self._router_probs()
         #: runs of decode-only iterations priced at once (:meth:`IterationPricer.decode_run`)
-        #: where no iteration draws a random number: fixed TLP 1, no KV tiers (their locality
-        #: model draws every step), no MoE routing, no draft model
+        #: where nothing but the contexts and the KV state changes between them: fixed TLP
+        #: 1, no MoE routing, no draft model; with KV tiers, while the hierarchy's one-tier
+        #: step applies (:meth:`KVHierarchy.decode_run` prices the steps, with the same
+        #: draws of the locality model)
         self.fast_runs = (
-            cfg.speculation == "fixed" and cfg.tlp == 1 and self.kvh is None
+            cfg.speculation == "fixed" and cfg.tlp == 1
+            and (self.kvh is None or self.kvh._one_tier_ok)
             and self._expert_probs is None and cfg.draft_model is None
         )
         self.max_run = 4096  # iterations priced in one call (bounds the [run x batch] arrays)
@@ -217,11 +220,11 @@ class Simulator:
 
     def _apply_run(
         self, run: dict[str, np.ndarray], k: int, starts: np.ndarray, running: np.ndarray,
-        acc: StepCost, steps: dict[str, list] | None,
+        acc: StepCost, steps: dict[str, list] | None, kv_used: list[int] | None = None,
     ) -> float:
         """Account the first ``k`` iterations of ``run`` as :meth:`run`'s loop would, one
         after another (``np.cumsum`` adds in the same order as the loop); returns the new
-        time."""
+        time. ``kv_used``: the first KV tier's blocks after each iteration (KV tiers)."""
         fields = _RUN_FIELDS
         tab = np.empty((len(fields), k + 1))
         for i, f in enumerate(fields):
@@ -240,6 +243,12 @@ class Simulator:
             for f in ("fc_gpu_s", "fc_pim_s", "attention_s", "communication_s"):
                 steps[f].extend(run[f][:k].tolist())
             steps["tokens"].extend([n] * k)
+            kvh = self.kvh
+            if kvh is not None and kv_used is not None:
+                bb = kvh.block_bytes
+                for i, t in enumerate(kvh.tiers):
+                    steps[f"kv_bytes_{t.label}"].extend(
+                        [u * bb for u in kv_used[:k]] if i == 0 else [t.used * bb] * k)
         return float(starts[k])
 
     def _finish(
@@ -366,6 +375,7 @@ class Simulator:
         static = self.batching == "static"
         kvh = self.kvh
         kv_tok_sum = 0
+        last_dec_s = 0.0  # the last decode-only iteration's time (s): how long KV runs are priced
         steps: dict[str, list] | None = None
         if cfg.record_steps:
             steps = {k: [] for k in ("start_s", "time_s", "rlp", "prefill_tokens", "tlp",
@@ -432,16 +442,36 @@ class Simulator:
                                                     or tl_lo < 0):
                 k = self._run_length(running, pre_done, pre_target, out, gen, kv, static,
                                      queue, it_count, tl_lo)
+                arriving = not static and running.size < cfg.batch and next_ptr < len(order)
+                kv_run = None
+                if k >= 2 and kvh is not None:
+                    if arriving and last_dec_s > 0:
+                        # price about as many KV steps as start before the next arrival, by
+                        # the last decode-only iteration's time; none where the arrival
+                        # likely comes within the first (any choice gives the same results:
+                        # steps priced past the arrival are dropped, a run cut short goes on
+                        # at the next pass)
+                        ahead = (float(arrival[order[next_ptr]]) - now) / last_dec_s
+                        k = min(k, int(ahead) + 2) if ahead >= 1.0 else 0
+                    if k >= 2:
+                        kv_run = kvh.decode_run(running, kv[running] + 1, 1, k)
+                        k = 0 if kv_run is None else kv_run.k
                 if k >= 2:
-                    run = self.pricer.decode_run(kv[running] + 1, 1, k)
+                    run = self.pricer.decode_run(
+                        kv[running] + 1, 1, k,
+                        None if kv_run is None else (kv_run.attention_s, kv_run.attention_j))
                     times = run["time_s"]
                     starts = np.cumsum(np.concatenate(([now], times)))
-                    if not static and running.size < cfg.batch and next_ptr < len(order):
+                    if arriving:
                         # an arrival queues at the first iteration starting at or after it
                         t_a = float(arrival[order[next_ptr]])
                         k = min(k, int(np.searchsorted(starts[:k], t_a, side="left")))
+                    if kv_run is not None:
+                        kv_run.commit(k if k >= 2 else 0)
                     if k >= 2:
-                        now = self._apply_run(run, k, starts, running, acc, steps)
+                        last_dec_s = float(times[k - 1])
+                        now = self._apply_run(run, k, starts, running, acc, steps,
+                                              None if kv_run is None else kv_run.used)
                         rlp_sum += running.size * k
                         tlp_sum += running.size * k
                         dec_only_s = float(np.cumsum(np.concatenate(([dec_only_s],
@@ -546,6 +576,7 @@ class Simulator:
             decode_only = pre.size == 0
             if decode_only:
                 dec_only_s += cost.time_s
+                last_dec_s = cost.time_s
             kv_tok_sum += int(kv[running].sum())
             tlp_sum += dec.size * tlp
 
