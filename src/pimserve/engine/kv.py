@@ -601,12 +601,17 @@ class KVHierarchy:
             self._orders[k] = order
         return order
 
-    def _map(self, k: int, slots: np.ndarray, cols: np.ndarray) -> np.ndarray | int:
+    def _map(
+        self, k: int, slots: np.ndarray, cols: np.ndarray, start: np.ndarray | None = None
+    ) -> np.ndarray | int:
         """Bank-group codes on tier ``k`` for new blocks of ``slots`` at columns ``cols``.
 
         Round-robin: bank group ``col mod n_bg`` of the slot's replica set. Greedy (PAM 6.1):
         the new blocks of each replica set take its bank groups in order of increasing recent
-        activity (the i-th new block of a set the i-th least active, cycling)."""
+        activity (the i-th new block of a set the i-th least active, cycling). ``start``
+        (greedy): each replica set's blocks mapped by earlier calls of the same allocation
+        (the summary model's rounds of a long prompt), whose cycle the new blocks continue,
+        as in one call; updated in place."""
         t = self.tiers[k]
         off = self._bg_off[k]
         if self.mapping == "round-robin" or t.n_bg == 1:
@@ -614,6 +619,16 @@ class KVHierarchy:
             if t.sets > 1:
                 code += (slots % t.sets) * t.n_bg
             return code
+        if start is not None:
+            sets = slots % t.sets
+            first = start.copy()
+            start += np.bincount(sets, minlength=t.sets)
+            if first.any():
+                by_set = np.argsort(sets, kind="stable")
+                srt = sets[by_set]
+                rank = np.empty(len(slots), dtype=np.int64)
+                rank[by_set] = np.arange(len(slots)) - np.searchsorted(srt, srt)
+                return self._bg_order(k)[sets, (rank + first[sets]) % t.n_bg]
         size = len(slots)
         if t.sets == 1 and size == 1:  # the least active bank group (the first of equals)
             act = self._recent_activity()[off: off + t.n_bg]
@@ -648,10 +663,14 @@ class KVHierarchy:
         return self._reserve(reqs, tokens)[0]
 
     def _reserve(
-        self, reqs: np.ndarray, tokens: np.ndarray
+        self, reqs: np.ndarray, tokens: np.ndarray, start: list[np.ndarray] | None = None,
+        index: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """:meth:`reserve` for ``reqs`` (not empty); returns (link time s, the requests' slots,
-        their blocks afterwards)."""
+        their blocks afterwards). The summary model's rounds pass ``start``, each tier's
+        blocks mapped by the allocation's earlier rounds (:meth:`_map`), and ``index``, each
+        request's blocks held minus its columns (round-robin maps a block by its index in the
+        request, not its column)."""
         slots = self.slot_of[reqs]
         have = self.nblk.take(slots, mode="wrap")  # a request without a slot: the sentinel's 0
         if not min(have.tolist()) > 0:
@@ -686,9 +705,12 @@ class KVHierarchy:
                 break
         if pos < total:
             raise AssertionError("KV blocks over capacity")  # pragma: no cover
+        at = cols
+        if index is not None and self.mapping == "round-robin":
+            at = cols + (index.take(idx) if gmax == 1 else np.repeat(index, grow))
         if len(parts) == 1:
             k = parts[0][0]
-            code = self._map(k, rows, cols)
+            code = self._map(k, rows, at, None if start is None else start[k])
             try:
                 self._bgx[rows, cols] = code
             except IndexError:  # a block beyond the widest request so far
@@ -698,7 +720,8 @@ class KVHierarchy:
             if int(need.max()) > self._cols:
                 self._grow(int(need.max()))
             for k, a, b in parts:
-                self._bgx[rows[a:b], cols[a:b]] = self._map(k, rows[a:b], cols[a:b])
+                self._bgx[rows[a:b], cols[a:b]] = self._map(
+                    k, rows[a:b], at[a:b], None if start is None else start[k])
         written = 0.0
         for k, a, b in parts:
             self._use(k, b - a)
@@ -1203,7 +1226,8 @@ class KVHierarchy:
         tok = np.asarray(tokens, dtype=np.int64)
         need = (tok + (B - 1)) // B
         C = int(self.nblk[slots].max()) if slots.size else 0
-        rem = np.maximum(need - self._blocks_held(slots, max(C, 1)), 0)
+        held = self._blocks_held(slots, max(C, 1))
+        rem = np.maximum(need - held, 0)
         if not rem.size or int(rem.max()) <= 0:
             return 0.0, slots
         nc = self.nblk[slots]
@@ -1215,19 +1239,25 @@ class KVHierarchy:
                 self._coarsen(slot)
 
         if int((rem - (top - nc)).max()) <= 0:  # one round for all
-            write_s = self._reserve(reqs, (nc + rem) * B)[0]
+            write_s = self._reserve(reqs, (nc + rem) * B, index=held - nc)[0]
             for slot in slots.tolist():
                 settle(int(slot))
             return write_s, slots
+        # the rounds map the blocks as one allocation would: each tier's greedy cycle goes
+        # on where the previous round left it (the activity does not change in between)
+        start = [np.zeros(t.sets, dtype=np.int64) for t in self.tiers]
         write_s = 0.0
         for i in np.flatnonzero(rem).tolist():
             r, slot, left = reqs[i: i + 1], int(slots[i]), int(rem[i])
+            blocks = int(held[i])
             while left > 0:
                 have = int(self.nblk[slot])
                 cap = 2 * S if self._has_merged[slot] else self._exact_max + 1
                 g = min(left, max(cap - have, 1))
-                write_s += self._reserve(r, np.array([(have + g) * B]))[0]
+                write_s += self._reserve(r, np.array([(have + g) * B]), start,
+                                         np.array([blocks - have]))[0]
                 left -= g
+                blocks += g
                 settle(slot)
         return write_s, slots
 
