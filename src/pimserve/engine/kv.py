@@ -358,6 +358,8 @@ class KVHierarchy:
         self._wt = np.ones((max_slots + 1, self._cols), dtype=np.int64)
         self._mh = np.zeros((max_slots + 1, self._hoff[-1] if self.summary_columns else 0),
                             dtype=np.int64)
+        # of those, the blocks the request's last step read, by bank group (``_loads``)
+        self._mr = np.zeros_like(self._mh)
         # each request's last selection threshold (score of the coldest block read; 0: all)
         self._thr = np.zeros(max_slots + 1, dtype=np.float32)
         self._has_merged = np.zeros(max_slots + 1, dtype=bool)  # slot is summarised
@@ -567,6 +569,7 @@ class KVHierarchy:
                 w = self._wt[s, :cm].ravel()
                 self._wt[s, :cm] = 1
                 self._mh[s] = 0
+                self._mr[s] = 0
                 self._thr[s] = 0.0
                 self._has_merged[s] = False
             counts = np.bincount(t.ravel() + 1, weights=w,
@@ -1460,31 +1463,44 @@ class KVHierarchy:
 
     def _loads(self, slots: np.ndarray, bgs: np.ndarray, selw: np.ndarray) -> np.ndarray:
         """Blocks read per bank-group code this step: a column of one block loads its bank
-        group; of a request's merged blocks on a tier, those the step reads are a sample of
-        its histogram there (each bank group's count thinned binomially by the fraction
-        read), as the exact model reads particular blocks on particular bank groups."""
+        group; of a request's merged blocks on a tier, the step reads a subset that persists
+        from step to step (``_mr``, by bank group), as the exact model reads the same blocks,
+        on the same bank groups, step after step (the greedy mapping then balances new
+        blocks against them). When the blocks read from merged columns change in number,
+        the subset gains or loses the difference, drawn per bank group (each count thinned
+        binomially) from the merged blocks not read, or from those read; a merged block that
+        left its bank group leaves the subset there."""
         n = self._n_codes
         wt = self._wt[slots, : bgs.shape[1]]
         single = (selw > 0) & (wt == 1)
         act = np.bincount(bgs[single], minlength=n)
-        multi = (selw > 0) & (wt > 1)
-        if not multi.any():
+        rows = np.flatnonzero(self._has_merged[slots])
+        if not rows.size:
             return act
-        r, c = np.nonzero(multi)
-        codes = bgs[r, c]
-        tier = self._tier_of_code[codes]
-        for k in np.unique(tier).tolist():
-            on = tier == k
-            # blocks read from merged columns, per request on this tier
-            m = np.bincount(r[on], weights=selw[r[on], c[on]], minlength=slots.size)
-            rows = np.flatnonzero(m)
-            h = self._mh[slots[rows], self._hoff[k]: self._hoff[k + 1]]
-            tot = np.maximum(h.sum(axis=1), 1)
-            share = self.rng.binomial(h, np.minimum(m[rows] / tot, 1.0)[:, None])
-            first = codes[on][np.searchsorted(r[on], rows)]
-            base = self._set_base[first]
-            idx = base[:, None] + np.arange(h.shape[1])
-            act += np.bincount(idx.ravel(), weights=share.ravel(), minlength=n).astype(np.int64)
+        sl = slots[rows]
+        multi = ((selw[rows] > 0) & (wt[rows] > 1)) * selw[rows]
+        tb = self._tier_of_code.take(bgs[rows], mode="wrap")
+        for k, t in enumerate(self.tiers):
+            lo, hi = self._hoff[k], self._hoff[k + 1]
+            h = self._mh[sl, lo:hi]
+            cur = np.minimum(self._mr[sl, lo:hi], h)
+            want = np.minimum(np.add.reduce(multi * (tb == k), axis=1), h.sum(axis=1))
+            d = want - cur.sum(axis=1)
+            if d.any():
+                up, down = d > 0, d < 0
+                if up.any():
+                    free = h[up] - cur[up]
+                    p = d[up] / np.maximum(free.sum(axis=1), 1)
+                    cur[up] += self.rng.binomial(free, np.minimum(p, 1.0)[:, None])
+                if down.any():
+                    p = -d[down] / np.maximum(cur[down].sum(axis=1), 1)
+                    cur[down] -= self.rng.binomial(cur[down], np.minimum(p, 1.0)[:, None])
+            self._mr[sl, lo:hi] = cur
+            if not want.any():
+                continue
+            base = self._bg_off[k] + (sl % t.sets) * t.n_bg
+            idx = base[:, None] + np.arange(t.n_bg)
+            act += np.bincount(idx.ravel(), weights=cur.ravel(), minlength=n).astype(np.int64)
         return act
 
     def _step_summary(
