@@ -1310,6 +1310,8 @@ class KVHierarchy:
             for side, ws in ((a, wa), (b, wb)):  # single blocks join the merged blocks
                 one = side[ws == 1]
                 np.add.at(self._mh[slot], self._hcol[codes[one]], 1)
+                read = one[sal[one] >= self._thr[slot]]  # read at the request's last step
+                np.add.at(self._mr[slot], self._hcol[codes[read]], 1)
             u = self._draws.uniform(a.size)
             keep_b = u * (wa + wb) >= wa  # the sample is b's with probability wb / (wa + wb)
             row = slice(lo, hi)
@@ -1401,12 +1403,14 @@ class KVHierarchy:
             self._grow(nc + total)
             self._build_recency()
         col_codes = self._bgx[row, cols]
-        tier = np.repeat(self._tier_of_code[col_codes], n_out)
+        col_read = self._sal[row, cols] >= self._thr[row]  # read at the request's last step
+        group = 2 * self._tier_of_code[col_codes].astype(np.int64) + col_read
+        tier = np.repeat(group, n_out)
         codes = np.empty(total, dtype=np.int64)
-        for k in np.unique(tier).tolist():
-            on = np.flatnonzero(tier == k)
-            drawn = self._merged_bank_group(row, int(col_codes[self._tier_of_code[col_codes]
-                                                               == k][0]), on.size)
+        for g in np.unique(tier).tolist():
+            on = np.flatnonzero(tier == g)
+            drawn = self._merged_bank_group(row, int(col_codes[group == g][0]), on.size,
+                                            read=bool(g % 2))
             codes[on] = self.rng.permutation(drawn) if on.size > 1 else drawn
         src = np.repeat(cols, n_out)
         self._wt[row, cols] -= n_out
@@ -1417,32 +1421,56 @@ class KVHierarchy:
             arr[row, 1: 1 + total] = vals
             arr[row, 1 + total: nc + total] = rest
         self.nblk[row] = nc + total
-        left_one = cols[self._wt[row, cols + total] == 1] + total
-        for col in left_one.tolist():
-            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1)
+        left = self._wt[row, cols + total] == 1
+        for col, was_read in zip((cols[left] + total).tolist(), col_read[left].tolist(),
+                                 strict=True):
+            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1, read=was_read)
             self._bgx[row, col] = int(last[0])
 
     def _merged_bank_group(
-        self, row: int, code: int, n: int, u: float | None = None
+        self, row: int, code: int, n: int, u: float | None = None, read: bool | None = None
     ) -> np.ndarray:
         """Codes of ``n`` blocks that leave the merged blocks of slot ``row`` on ``code``'s
         tier, drawn without replacement from the request's histogram (by ``u`` when one
-        block), and taken off it."""
+        block), and taken off it. ``read``: the blocks are of a column the request read at
+        its last step, drawn first from the merged blocks read (``_mr``, which they leave),
+        or of one it did not, drawn first from the others; None: from all of them."""
         k = int(self._tier_of_code[code])
         lo, hi = self._hoff[k], self._hoff[k + 1]
         h = self._mh[row, lo:hi]
+        r = self._mr[row, lo:hi]
+        np.minimum(r, h, out=r)
         base = int(self._set_base[code])
         tot = int(h.sum())
         if tot <= 0:  # (not reached: the histogram holds every merged block)
             return np.full(n, code, dtype=np.int64)
-        if n == 1:
-            x = float(self._draws.uniform(1)[0]) if u is None else u
-            j = int(np.searchsorted(np.cumsum(h), int(x * tot), "right"))
-            h[j] -= 1
-            return np.array([base + j], dtype=np.int64)
-        take = self.rng.multivariate_hypergeometric(h, min(n, tot))
+        n = min(n, tot)
+        if read is None:
+            take = self._draw_blocks(h, n, u)
+            np.minimum(r, h - take, out=r)
+        else:
+            first = r.copy() if read else h - r
+            m = min(n, int(first.sum()))
+            took = self._draw_blocks(first, m, u)
+            rest = h - r if read else r.copy()  # the other blocks
+            other = self._draw_blocks(rest, n - m, None) if n > m else 0 * took
+            r -= took if read else other
+            take = took + other
         h -= take
         return base + np.repeat(np.arange(h.size), take)
+
+    def _draw_blocks(self, h: np.ndarray, n: int, u: float | None) -> np.ndarray:
+        """``n`` blocks (at most ``h.sum()``) drawn without replacement from histogram ``h``,
+        as counts per bin (one block by the uniform ``u`` where given)."""
+        if n <= 0:
+            return np.zeros_like(h)
+        if n == 1:
+            tot = int(h.sum())
+            x = float(self._draws.uniform(1)[0]) if u is None else u
+            take = np.zeros_like(h)
+            take[int(np.searchsorted(np.cumsum(h), int(x * tot), "right"))] = 1
+            return take
+        return self.rng.multivariate_hypergeometric(h, n)
 
     def _resident_loads(self, slots: np.ndarray, bgs: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """Resident blocks of the step's requests by bank-group code: single columns at
@@ -1700,9 +1728,12 @@ class KVHierarchy:
         old = int(self._bgx[row, col])
         w = int(self._wt[row, col])
         n_moved = int(new.size)
-        self._merged_bank_group(row, old, n_moved)
+        read = bool(self._sal[row, col] >= self._thr[row])  # at the request's last step
+        self._merged_bank_group(row, old, n_moved, read=read)
         if n_moved > 1:
             np.add.at(self._mh[row], self._hcol[new], 1)
+            if read:  # read on their new tier too (the column's score does not change)
+                np.add.at(self._mr[row], self._hcol[new], 1)
         if n_moved == w:
             self._bgx[row, col] = int(new[0])
         else:
@@ -1729,7 +1760,8 @@ class KVHierarchy:
         self.nblk[row] = nc + 1
         if self._wt[row, col] == 1:  # the last block of a merged column: its own bank group
             last = self._merged_bank_group(row, int(self._bgx[row, col]), 1,
-                                           float(self._draws.uniform(1)[0]))
+                                           float(self._draws.uniform(1)[0]),
+                                           bool(self._sal[row, col] >= self._thr[row]))
             self._bgx[row, col] = int(last[0])
 
     # ------------------------------------------------------------------ results
