@@ -1691,7 +1691,10 @@ class KVHierarchy:
                 u, moved = np.unique(e, return_counts=True)
                 # every moving block mapped at once, as the exact model maps a step's swaps
                 br = np.repeat(rows[u], moved)
-                codes = np.asarray(self._map(new_tier, br, np.arange(br.size))).ravel()
+                at = np.arange(br.size)
+                if self.mapping == "round-robin":
+                    at = (self._draws.uniform(br.size) * 2**31).astype(np.int64)
+                codes = np.asarray(self._map(new_tier, br, at)).ravel()
                 if codes.size < br.size:
                     codes = np.resize(codes, br.size)
                 whole = (moved == w[u]) & (w[u] == 1)
