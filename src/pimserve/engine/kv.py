@@ -1410,7 +1410,7 @@ class KVHierarchy:
         for g in np.unique(tier).tolist():
             on = np.flatnonzero(tier == g)
             drawn = self._merged_bank_group(row, int(col_codes[group == g][0]), on.size,
-                                            read=bool(g % 2))
+                                            bool(g % 2))
             codes[on] = self.rng.permutation(drawn) if on.size > 1 else drawn
         src = np.repeat(cols, n_out)
         self._wt[row, cols] -= n_out
@@ -1424,53 +1424,45 @@ class KVHierarchy:
         left = self._wt[row, cols + total] == 1
         for col, was_read in zip((cols[left] + total).tolist(), col_read[left].tolist(),
                                  strict=True):
-            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1, read=was_read)
+            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1, was_read)
             self._bgx[row, col] = int(last[0])
 
     def _merged_bank_group(
-        self, row: int, code: int, n: int, u: float | None = None, read: bool | None = None
+        self, row: int, code: int, n: int, read: bool, u: float | None = None
     ) -> np.ndarray:
         """Codes of ``n`` blocks that leave the merged blocks of slot ``row`` on ``code``'s
         tier, drawn without replacement from the request's histogram (by ``u`` when one
         block), and taken off it. ``read``: the blocks are of a column the request read at
-        its last step, drawn first from the merged blocks read (``_mr``, which they leave),
-        or of one it did not, drawn first from the others; None: from all of them."""
+        its last step, drawn first from its merged blocks read (``_mr``, which they leave);
+        else first from the others."""
         k = int(self._tier_of_code[code])
         lo, hi = self._hoff[k], self._hoff[k + 1]
         h = self._mh[row, lo:hi]
         r = self._mr[row, lo:hi]
-        np.minimum(r, h, out=r)
         base = int(self._set_base[code])
         tot = int(h.sum())
         if tot <= 0:  # (not reached: the histogram holds every merged block)
             return np.full(n, code, dtype=np.int64)
+        nr = int(r.sum())
+        if n == 1:
+            x = float(self._draws.uniform(1)[0]) if u is None else u
+            from_read = nr > 0 if read else nr == tot
+            pool = r if from_read else h - r
+            j = int(np.searchsorted(np.cumsum(pool), int(x * (nr if from_read else tot - nr)),
+                                    "right"))
+            h[j] -= 1
+            if from_read:
+                r[j] -= 1
+            return np.array([base + j], dtype=np.int64)
         n = min(n, tot)
-        if read is None:
-            take = self._draw_blocks(h, n, u)
-            np.minimum(r, h - take, out=r)
-        else:
-            first = r.copy() if read else h - r
-            m = min(n, int(first.sum()))
-            took = self._draw_blocks(first, m, u)
-            rest = h - r if read else r.copy()  # the other blocks
-            other = self._draw_blocks(rest, n - m, None) if n > m else 0 * took
-            r -= took if read else other
-            take = took + other
+        first, other = (r.copy(), h - r) if read else (h - r, r.copy())
+        m = min(n, nr if read else tot - nr)
+        a = self.rng.multivariate_hypergeometric(first, m) if m else np.zeros_like(h)
+        b = self.rng.multivariate_hypergeometric(other, n - m) if n > m else np.zeros_like(h)
+        r -= a if read else b
+        take = a + b
         h -= take
         return base + np.repeat(np.arange(h.size), take)
-
-    def _draw_blocks(self, h: np.ndarray, n: int, u: float | None) -> np.ndarray:
-        """``n`` blocks (at most ``h.sum()``) drawn without replacement from histogram ``h``,
-        as counts per bin (one block by the uniform ``u`` where given)."""
-        if n <= 0:
-            return np.zeros_like(h)
-        if n == 1:
-            tot = int(h.sum())
-            x = float(self._draws.uniform(1)[0]) if u is None else u
-            take = np.zeros_like(h)
-            take[int(np.searchsorted(np.cumsum(h), int(x * tot), "right"))] = 1
-            return take
-        return self.rng.multivariate_hypergeometric(h, n)
 
     def _resident_loads(self, slots: np.ndarray, bgs: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """Resident blocks of the step's requests by bank-group code: single columns at
@@ -1493,11 +1485,12 @@ class KVHierarchy:
         """Blocks read per bank-group code this step: a column of one block loads its bank
         group; of a request's merged blocks on a tier, the step reads a subset that persists
         from step to step (``_mr``, by bank group), as the exact model reads the same blocks,
-        on the same bank groups, step after step (the greedy mapping then balances new
-        blocks against them). When the blocks read from merged columns change in number,
-        the subset gains or loses the difference, drawn per bank group (each count thinned
-        binomially) from the merged blocks not read, or from those read; a merged block that
-        left its bank group leaves the subset there."""
+        on the same bank groups, step after step (and its greedy mapping balances new blocks
+        against them). Merged blocks keep their status as they move, split off or merge
+        (:meth:`_merged_bank_group`); when the blocks a step reads from merged columns differ
+        in number from the subset, it gains or loses the difference, drawn per bank group
+        (each count thinned binomially) from the merged blocks not read, or from those
+        read."""
         n = self._n_codes
         wt = self._wt[slots, : bgs.shape[1]]
         single = (selw > 0) & (wt == 1)
@@ -1506,12 +1499,14 @@ class KVHierarchy:
         if not rows.size:
             return act
         sl = slots[rows]
-        multi = ((selw[rows] > 0) & (wt[rows] > 1)) * selw[rows]
+        multi = selw[rows] * (wt[rows] > 1)  # blocks read from merged columns
         tb = self._tier_of_code.take(bgs[rows], mode="wrap")
         for k, t in enumerate(self.tiers):
+            if not t.used:
+                continue
             lo, hi = self._hoff[k], self._hoff[k + 1]
             h = self._mh[sl, lo:hi]
-            cur = np.minimum(self._mr[sl, lo:hi], h)
+            cur = self._mr[sl, lo:hi]  # (<= h)
             want = np.minimum(np.add.reduce(multi * (tb == k), axis=1), h.sum(axis=1))
             d = want - cur.sum(axis=1)
             if d.any():
@@ -1523,7 +1518,7 @@ class KVHierarchy:
                 if down.any():
                     p = -d[down] / np.maximum(cur[down].sum(axis=1), 1)
                     cur[down] -= self.rng.binomial(cur[down], np.minimum(p, 1.0)[:, None])
-            self._mr[sl, lo:hi] = cur
+                self._mr[sl, lo:hi] = cur
             if not want.any():
                 continue
             base = self._bg_off[k] + (sl % t.sets) * t.n_bg
@@ -1732,7 +1727,7 @@ class KVHierarchy:
         w = int(self._wt[row, col])
         n_moved = int(new.size)
         read = bool(self._sal[row, col] >= self._thr[row])  # at the request's last step
-        self._merged_bank_group(row, old, n_moved, read=read)
+        self._merged_bank_group(row, old, n_moved, read)
         if n_moved > 1:
             np.add.at(self._mh[row], self._hcol[new], 1)
             if read:  # read on their new tier too (the column's score does not change)
@@ -1763,8 +1758,8 @@ class KVHierarchy:
         self.nblk[row] = nc + 1
         if self._wt[row, col] == 1:  # the last block of a merged column: its own bank group
             last = self._merged_bank_group(row, int(self._bgx[row, col]), 1,
-                                           float(self._draws.uniform(1)[0]),
-                                           bool(self._sal[row, col] >= self._thr[row]))
+                                           bool(self._sal[row, col] >= self._thr[row]),
+                                           float(self._draws.uniform(1)[0]))
             self._bgx[row, col] = int(last[0])
 
     # ------------------------------------------------------------------ results
