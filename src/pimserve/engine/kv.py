@@ -56,8 +56,9 @@ The summary model
 -----------------
 With ``kv_model: summary`` (the default) a request holds at most about
 ``kv_summary_columns`` columns: past that, its cold blocks merge into weighted columns (each
-standing for several blocks of one tier; their bank groups kept as a per-request histogram),
-and the step runs :meth:`KVHierarchy._step_summary`, whose cost grows with the columns, not
+standing for several blocks of one tier; their bank groups kept as a per-request histogram,
+and those of the merged blocks its steps read, a persistent subset, as a second one), and the
+step runs :meth:`KVHierarchy._step_summary`, whose cost grows with the columns, not
 the context. Until some request merges, the exact per-block code runs. docs/models.md ("The
 summary KV model") says what is kept, what is sampled, and how far it is from the exact model.
 
@@ -1276,8 +1277,10 @@ class KVHierarchy:
         saliences over blocks stays an unbiased sample of the exact model's. Pairs are
         neighbours in salience on one tier, the coldest first: the blocks the sparse
         attention reads stay columns of their own (with their own bank groups) for as long
-        as the columns allow. The merged blocks' bank groups are kept as a histogram per
-        request (:meth:`_merged_bank_group`)."""
+        as the columns allow (a call that must merge more pairs than there are merges them
+        all). The merged blocks' bank groups are kept as a histogram per request
+        (:meth:`_merged_bank_group`); those of single columns read at the request's last step
+        (salience at or above its last threshold) join its read subset too (:meth:`_loads`)."""
         S = self.summary_columns
         assert S is not None
         F = self._tail_cols
@@ -1394,9 +1397,10 @@ class KVHierarchy:
         """``n_out[i]`` blocks leave merged column ``cols[i]`` of slot ``row``, each as a
         column of one block with the next salience of ``sals``, the column's importance and
         a bank group drawn (without replacement, per tier at once) from the request's
-        histogram on the column's tier; the new columns go in at position 1, among the cold
-        ones (whose order does not matter). A merged column left with one block takes its
-        own bank group from the histogram too."""
+        histogram on the column's tier (from its merged blocks read where the column was read
+        at the request's last step: :meth:`_merged_bank_group`); the new columns go in at
+        position 1, among the cold ones (whose order does not matter). A merged column left
+        with one block takes its own bank group from the histogram too."""
         nc = int(self.nblk[row])
         total = int(n_out.sum())
         if nc + total > self._cols:
