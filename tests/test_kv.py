@@ -33,8 +33,9 @@ def small_tiers(placement: str = "pam", **kv) -> SystemSpec:
 
 def check_invariants(kvh: KVHierarchy, live: dict[int, int]) -> None:
     """No block lost or duplicated; capacity never exceeded; freed slots hold nothing. Under
-    the summary model a column stands for ``_wt`` blocks, and the merged blocks' bank-group
-    histogram holds exactly the blocks of the merged columns, tier by tier."""
+    the summary model a column stands for ``_wt`` blocks, the merged blocks' bank-group
+    histogram holds exactly the blocks of the merged columns, tier by tier, and the merged
+    blocks read are among them."""
     used = np.zeros(kvh.n_tiers, dtype=np.int64)
     for req, tokens in live.items():
         s = int(kvh.slot_of[req])
@@ -54,6 +55,8 @@ def check_invariants(kvh: KVHierarchy, live: dict[int, int]) -> None:
             for k in range(kvh.n_tiers):
                 hist = kvh._mh[s, kvh._hoff[k]: kvh._hoff[k + 1]]
                 assert int(hist.sum()) == int(w[(w > 1) & (t == k)].sum())
+            # the merged blocks read: a sub-histogram of the merged blocks
+            assert (kvh._mr[s] >= 0).all() and (kvh._mr[s] <= kvh._mh[s]).all()
     live_slots = {int(kvh.slot_of[r]) for r in live}
     for s in set(range(kvh.max_slots)) - live_slots:
         assert (kvh.tier[s] == -1).all(), "a free slot still holds blocks"

@@ -14,8 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pimserve import simulate
+from pimserve.engine.config import RunConfig
+from pimserve.engine.kv import KVHierarchy
+from pimserve.engine.system import BuiltSystem
 from pimserve.policies.kv_placement import algorithm2, algorithm2_stage
-from pimserve.specs import load_system
+from pimserve.specs import load_model, load_system
 from pimserve.specs.base import validate
 from pimserve.specs.system import SystemSpec
 from pimserve.workload.request import Requests
@@ -58,9 +61,11 @@ def _long_requests(n: int, lo: int, hi: int) -> Requests:
 def test_summary_matches_the_exact_model_on_three_tiers() -> None:
     """12 requests of 15k-45k tokens (940-2,800 blocks) with 512 summary columns: the summary
     merges most of each request's blocks, the KV spills into DDR-PIM and Algorithm 2 migrates.
-    Means over 3 seeds: throughput and KV per tier within 2%, the bottleneck tier's (DDR-PIM)
-    attention within 5%, migrated bytes within 5%; HBM-PIM's attention (not the bottleneck)
-    within 25% (the known gap: docs/models.md)."""
+    Means over 3 seeds: throughput and KV per tier within 2%, DDR-PIM's and HBM-PIM's
+    attention and migrated bytes within 5%. (Measured: at most 1.5% for all of them; a
+    seed's HBM-PIM attention alone moves by about 4% either way, so 5% leaves room for
+    other draws. HBM-PIM's attention waits on its busiest bank group: it holds only if
+    the summary tracks which merged blocks the steps read, and where: docs/models.md.)"""
     spec, reqs = _three_tiers(), _long_requests(12, 15_000, 45_000)
     opts = {"kv_summary_columns": 512, "kv_exact_max_blocks": 512}
     exact = _mean_results(spec, reqs, "exact", 3, **opts)
@@ -74,7 +79,46 @@ def test_summary_matches_the_exact_model_on_three_tiers() -> None:
     assert rel("kv_hbm") <= 0.02 and rel("kv_ddr") <= 0.02
     assert rel("attention_ddr") <= 0.05
     assert rel("migrated") <= 0.05
-    assert rel("attention_hbm") <= 0.25
+    assert rel("attention_hbm") <= 0.05
+
+
+def test_summary_matches_the_exact_model_with_round_robin_mapping() -> None:
+    """As above with round-robin bank-group mapping (a block's bank group follows its index in
+    its request, which the summary does not keep for the blocks Algorithm 2 moves): HBM-PIM's
+    attention within 8% (measured: at most 3%), throughput within 2%."""
+    spec, reqs = _three_tiers(), _long_requests(12, 15_000, 45_000)
+    opts = {"kv_summary_columns": 512, "kv_exact_max_blocks": 512, "kv_mapping": "round-robin"}
+    exact = _mean_results(spec, reqs, "exact", 3, **opts)
+    summ = _mean_results(spec, reqs, "summary", 3, **opts)
+    for k, bound in (("throughput", 0.02), ("attention_hbm", 0.08)):
+        assert abs(summ[k] / exact[k] - 1.0) <= bound, k
+
+
+def _resident_by_code(kvh: KVHierarchy, slots: np.ndarray) -> np.ndarray:
+    C = max(int(kvh.nblk[slots].max()), 1)
+    valid = np.arange(C) < kvh.nblk[slots][:, None]
+    return kvh._resident_loads(slots, kvh._bgx[slots, :C], kvh._wt[slots, :C] * valid)
+
+
+def test_a_long_prompt_taken_in_rounds_is_mapped_as_one_allocation() -> None:
+    """The summary appends a long prompt 2S columns a round, merging in between; the greedy
+    mapping's cycle over the bank groups goes on from round to round, so every bank group of
+    every tier holds as many of the prompts' blocks as under the exact model's single
+    allocation (here 3 prompts of 50k tokens, 9,375 blocks, spilling into DDR-PIM)."""
+    spec, model = _three_tiers(), load_model("llama3.1-8b")
+    built = BuiltSystem.build(spec, model)
+    reqs, tokens = np.arange(3), np.full(3, 50_000)
+    counts = []
+    for kv_model in ("exact", "summary"):
+        cfg = RunConfig(batch=4, kv_model=kv_model, kv_summary_columns=256,
+                        kv_exact_max_blocks=256)
+        kvh = KVHierarchy(built, model, cfg, np.random.default_rng(0), max_slots=4,
+                          n_requests=3)
+        kvh.reserve(reqs, tokens)
+        assert kvh.tiers[1].used > 0, "the prompts should spill"
+        counts.append(_resident_by_code(kvh, kvh.slot_of[reqs]))
+    assert counts[1].sum() == counts[0].sum() == 3 * 3_125
+    np.testing.assert_array_equal(counts[0], counts[1])
 
 
 def test_summary_is_the_exact_model_below_its_columns() -> None:

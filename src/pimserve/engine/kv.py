@@ -56,8 +56,9 @@ The summary model
 -----------------
 With ``kv_model: summary`` (the default) a request holds at most about
 ``kv_summary_columns`` columns: past that, its cold blocks merge into weighted columns (each
-standing for several blocks of one tier; their bank groups kept as a per-request histogram),
-and the step runs :meth:`KVHierarchy._step_summary`, whose cost grows with the columns, not
+standing for several blocks of one tier; their bank groups kept as a per-request histogram,
+and those of the merged blocks its steps read, a persistent subset, as a second one), and the
+step runs :meth:`KVHierarchy._step_summary`, whose cost grows with the columns, not
 the context. Until some request merges, the exact per-block code runs. docs/models.md ("The
 summary KV model") says what is kept, what is sampled, and how far it is from the exact model.
 
@@ -381,6 +382,8 @@ class KVHierarchy:
         self._wt = np.ones((max_slots + 1, self._cols), dtype=np.int64)
         self._mh = np.zeros((max_slots + 1, self._hoff[-1] if self.summary_columns else 0),
                             dtype=np.int64)
+        # of those, the blocks the request's last step read, by bank group (``_loads``)
+        self._mr = np.zeros_like(self._mh)
         # each request's last selection threshold (score of the coldest block read; 0: all)
         self._thr = np.zeros(max_slots + 1, dtype=np.float32)
         self._has_merged = np.zeros(max_slots + 1, dtype=bool)  # slot is summarised
@@ -590,6 +593,7 @@ class KVHierarchy:
                 w = self._wt[s, :cm].ravel()
                 self._wt[s, :cm] = 1
                 self._mh[s] = 0
+                self._mr[s] = 0
                 self._thr[s] = 0.0
                 self._has_merged[s] = False
             counts = np.bincount(t.ravel() + 1, weights=w,
@@ -624,12 +628,17 @@ class KVHierarchy:
             self._orders[k] = order
         return order
 
-    def _map(self, k: int, slots: np.ndarray, cols: np.ndarray) -> np.ndarray | int:
+    def _map(
+        self, k: int, slots: np.ndarray, cols: np.ndarray, start: np.ndarray | None = None
+    ) -> np.ndarray | int:
         """Bank-group codes on tier ``k`` for new blocks of ``slots`` at columns ``cols``.
 
         Round-robin: bank group ``col mod n_bg`` of the slot's replica set. Greedy (PAM 6.1):
         the new blocks of each replica set take its bank groups in order of increasing recent
-        activity (the i-th new block of a set the i-th least active, cycling)."""
+        activity (the i-th new block of a set the i-th least active, cycling). ``start``
+        (greedy): each replica set's blocks mapped by earlier calls of the same allocation
+        (the summary model's rounds of a long prompt), whose cycle the new blocks continue,
+        as in one call; updated in place."""
         t = self.tiers[k]
         off = self._bg_off[k]
         if self.mapping == "round-robin" or t.n_bg == 1:
@@ -637,6 +646,16 @@ class KVHierarchy:
             if t.sets > 1:
                 code += (slots % t.sets) * t.n_bg
             return code
+        if start is not None:
+            sets = slots % t.sets
+            first = start.copy()
+            start += np.bincount(sets, minlength=t.sets)
+            if first.any():
+                by_set = np.argsort(sets, kind="stable")
+                srt = sets[by_set]
+                rank = np.empty(len(slots), dtype=np.int64)
+                rank[by_set] = np.arange(len(slots)) - np.searchsorted(srt, srt)
+                return self._bg_order(k)[sets, (rank + first[sets]) % t.n_bg]
         size = len(slots)
         if t.sets == 1 and size == 1:  # the least active bank group (the first of equals)
             act = self._recent_activity()[off: off + t.n_bg]
@@ -671,10 +690,14 @@ class KVHierarchy:
         return self._reserve(reqs, tokens)[0]
 
     def _reserve(
-        self, reqs: np.ndarray, tokens: np.ndarray
+        self, reqs: np.ndarray, tokens: np.ndarray, start: list[np.ndarray] | None = None,
+        index: np.ndarray | None = None,
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """:meth:`reserve` for ``reqs`` (not empty); returns (link time s, the requests' slots,
-        their blocks afterwards)."""
+        their blocks afterwards). The summary model's rounds pass ``start``, each tier's
+        blocks mapped by the allocation's earlier rounds (:meth:`_map`), and ``index``, each
+        request's blocks held minus its columns (round-robin maps a block by its index in the
+        request, not its column)."""
         slots = self.slot_of[reqs]
         have = self.nblk.take(slots, mode="wrap")  # a request without a slot: the sentinel's 0
         if not min(have.tolist()) > 0:
@@ -709,9 +732,12 @@ class KVHierarchy:
                 break
         if pos < total:
             raise AssertionError("KV blocks over capacity")  # pragma: no cover
+        at = cols
+        if index is not None and self.mapping == "round-robin":
+            at = cols + (index.take(idx) if gmax == 1 else np.repeat(index, grow))
         if len(parts) == 1:
             k = parts[0][0]
-            code = self._map(k, rows, cols)
+            code = self._map(k, rows, at, None if start is None else start[k])
             try:
                 self._bgx[rows, cols] = code
             except IndexError:  # a block beyond the widest request so far
@@ -721,7 +747,8 @@ class KVHierarchy:
             if int(need.max()) > self._cols:
                 self._grow(int(need.max()))
             for k, a, b in parts:
-                self._bgx[rows[a:b], cols[a:b]] = self._map(k, rows[a:b], cols[a:b])
+                self._bgx[rows[a:b], cols[a:b]] = self._map(
+                    k, rows[a:b], at[a:b], None if start is None else start[k])
         written = 0.0
         for k, a, b in parts:
             self._use(k, b - a)
@@ -1556,7 +1583,8 @@ class KVHierarchy:
         tok = np.asarray(tokens, dtype=np.int64)
         need = (tok + (B - 1)) // B
         C = int(self.nblk[slots].max()) if slots.size else 0
-        rem = np.maximum(need - self._blocks_held(slots, max(C, 1)), 0)
+        held = self._blocks_held(slots, max(C, 1))
+        rem = np.maximum(need - held, 0)
         if not rem.size or int(rem.max()) <= 0:
             return 0.0, slots
         nc = self.nblk[slots]
@@ -1568,19 +1596,25 @@ class KVHierarchy:
                 self._coarsen(slot)
 
         if int((rem - (top - nc)).max()) <= 0:  # one round for all
-            write_s = self._reserve(reqs, (nc + rem) * B)[0]
+            write_s = self._reserve(reqs, (nc + rem) * B, index=held - nc)[0]
             for slot in slots.tolist():
                 settle(int(slot))
             return write_s, slots
+        # the rounds map the blocks as one allocation would: each tier's greedy cycle goes
+        # on where the previous round left it (the activity does not change in between)
+        start = [np.zeros(t.sets, dtype=np.int64) for t in self.tiers]
         write_s = 0.0
         for i in np.flatnonzero(rem).tolist():
             r, slot, left = reqs[i: i + 1], int(slots[i]), int(rem[i])
+            blocks = int(held[i])
             while left > 0:
                 have = int(self.nblk[slot])
                 cap = 2 * S if self._has_merged[slot] else self._exact_max + 1
                 g = min(left, max(cap - have, 1))
-                write_s += self._reserve(r, np.array([(have + g) * B]))[0]
+                write_s += self._reserve(r, np.array([(have + g) * B]), start,
+                                         np.array([blocks - have]))[0]
                 left -= g
+                blocks += g
                 settle(slot)
         return write_s, slots
 
@@ -1596,8 +1630,10 @@ class KVHierarchy:
         saliences over blocks stays an unbiased sample of the exact model's. Pairs are
         neighbours in salience on one tier, the coldest first: the blocks the sparse
         attention reads stay columns of their own (with their own bank groups) for as long
-        as the columns allow. The merged blocks' bank groups are kept as a histogram per
-        request (:meth:`_merged_bank_group`)."""
+        as the columns allow (a call that must merge more pairs than there are merges them
+        all). The merged blocks' bank groups are kept as a histogram per request
+        (:meth:`_merged_bank_group`); those of single columns read at the request's last step
+        (salience at or above its last threshold) join its read subset too (:meth:`_loads`)."""
         S = self.summary_columns
         assert S is not None
         F = self._tail_cols
@@ -1630,6 +1666,8 @@ class KVHierarchy:
             for side, ws in ((a, wa), (b, wb)):  # single blocks join the merged blocks
                 one = side[ws == 1]
                 np.add.at(self._mh[slot], self._hcol[codes[one]], 1)
+                read = one[sal[one] >= self._thr[slot]]  # read at the request's last step
+                np.add.at(self._mr[slot], self._hcol[codes[read]], 1)
             u = self._draws.uniform(a.size)
             keep_b = u * (wa + wb) >= wa  # the sample is b's with probability wb / (wa + wb)
             row = slice(lo, hi)
@@ -1712,21 +1750,24 @@ class KVHierarchy:
         """``n_out[i]`` blocks leave merged column ``cols[i]`` of slot ``row``, each as a
         column of one block with the next salience of ``sals``, the column's importance and
         a bank group drawn (without replacement, per tier at once) from the request's
-        histogram on the column's tier; the new columns go in at position 1, among the cold
-        ones (whose order does not matter). A merged column left with one block takes its
-        own bank group from the histogram too."""
+        histogram on the column's tier (from its merged blocks read where the column was read
+        at the request's last step: :meth:`_merged_bank_group`); the new columns go in at
+        position 1, among the cold ones (whose order does not matter). A merged column left
+        with one block takes its own bank group from the histogram too."""
         nc = int(self.nblk[row])
         total = int(n_out.sum())
         if nc + total > self._cols:
             self._grow(nc + total)
             self._build_recency()
         col_codes = self._bgx[row, cols]
-        tier = np.repeat(self._tier_of_code[col_codes], n_out)
+        col_read = self._sal[row, cols] >= self._thr[row]  # read at the request's last step
+        group = 2 * self._tier_of_code[col_codes].astype(np.int64) + col_read
+        tier = np.repeat(group, n_out)
         codes = np.empty(total, dtype=np.int64)
-        for k in np.unique(tier).tolist():
-            on = np.flatnonzero(tier == k)
-            drawn = self._merged_bank_group(row, int(col_codes[self._tier_of_code[col_codes]
-                                                               == k][0]), on.size)
+        for g in np.unique(tier).tolist():
+            on = np.flatnonzero(tier == g)
+            drawn = self._merged_bank_group(row, int(col_codes[group == g][0]), on.size,
+                                            bool(g % 2))
             codes[on] = self.rng.permutation(drawn) if on.size > 1 else drawn
         src = np.repeat(cols, n_out)
         self._wt[row, cols] -= n_out
@@ -1737,30 +1778,46 @@ class KVHierarchy:
             arr[row, 1: 1 + total] = vals
             arr[row, 1 + total: nc + total] = rest
         self.nblk[row] = nc + total
-        left_one = cols[self._wt[row, cols + total] == 1] + total
-        for col in left_one.tolist():
-            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1)
+        left = self._wt[row, cols + total] == 1
+        for col, was_read in zip((cols[left] + total).tolist(), col_read[left].tolist(),
+                                 strict=True):
+            last = self._merged_bank_group(row, int(self._bgx[row, col]), 1, was_read)
             self._bgx[row, col] = int(last[0])
 
     def _merged_bank_group(
-        self, row: int, code: int, n: int, u: float | None = None
+        self, row: int, code: int, n: int, read: bool, u: float | None = None
     ) -> np.ndarray:
         """Codes of ``n`` blocks that leave the merged blocks of slot ``row`` on ``code``'s
         tier, drawn without replacement from the request's histogram (by ``u`` when one
-        block), and taken off it."""
+        block), and taken off it. ``read``: the blocks are of a column the request read at
+        its last step, drawn first from its merged blocks read (``_mr``, which they leave);
+        else first from the others."""
         k = int(self._tier_of_code[code])
         lo, hi = self._hoff[k], self._hoff[k + 1]
         h = self._mh[row, lo:hi]
+        r = self._mr[row, lo:hi]
         base = int(self._set_base[code])
         tot = int(h.sum())
         if tot <= 0:  # (not reached: the histogram holds every merged block)
             return np.full(n, code, dtype=np.int64)
+        nr = int(r.sum())
         if n == 1:
             x = float(self._draws.uniform(1)[0]) if u is None else u
-            j = int(np.searchsorted(np.cumsum(h), int(x * tot), "right"))
+            from_read = nr > 0 if read else nr == tot
+            pool = r if from_read else h - r
+            j = int(np.searchsorted(np.cumsum(pool), int(x * (nr if from_read else tot - nr)),
+                                    "right"))
             h[j] -= 1
+            if from_read:
+                r[j] -= 1
             return np.array([base + j], dtype=np.int64)
-        take = self.rng.multivariate_hypergeometric(h, min(n, tot))
+        n = min(n, tot)
+        first, other = (r.copy(), h - r) if read else (h - r, r.copy())
+        m = min(n, nr if read else tot - nr)
+        a = self.rng.multivariate_hypergeometric(first, m) if m else np.zeros_like(h)
+        b = self.rng.multivariate_hypergeometric(other, n - m) if n > m else np.zeros_like(h)
+        r -= a if read else b
+        take = a + b
         h -= take
         return base + np.repeat(np.arange(h.size), take)
 
@@ -1783,31 +1840,47 @@ class KVHierarchy:
 
     def _loads(self, slots: np.ndarray, bgs: np.ndarray, selw: np.ndarray) -> np.ndarray:
         """Blocks read per bank-group code this step: a column of one block loads its bank
-        group; of a request's merged blocks on a tier, those the step reads are a sample of
-        its histogram there (each bank group's count thinned binomially by the fraction
-        read), as the exact model reads particular blocks on particular bank groups."""
+        group; of a request's merged blocks on a tier, the step reads a subset that persists
+        from step to step (``_mr``, by bank group), as the exact model reads the same blocks,
+        on the same bank groups, step after step (and its greedy mapping balances new blocks
+        against them). Merged blocks keep their status as they move, split off or merge
+        (:meth:`_merged_bank_group`); when the blocks a step reads from merged columns differ
+        in number from the subset, it gains or loses the difference, drawn per bank group
+        (each count thinned binomially) from the merged blocks not read, or from those
+        read."""
         n = self._n_codes
         wt = self._wt[slots, : bgs.shape[1]]
         single = (selw > 0) & (wt == 1)
         act = np.bincount(bgs[single], minlength=n)
-        multi = (selw > 0) & (wt > 1)
-        if not multi.any():
+        rows = np.flatnonzero(self._has_merged[slots])
+        if not rows.size:
             return act
-        r, c = np.nonzero(multi)
-        codes = bgs[r, c]
-        tier = self._tier_of_code[codes]
-        for k in np.unique(tier).tolist():
-            on = tier == k
-            # blocks read from merged columns, per request on this tier
-            m = np.bincount(r[on], weights=selw[r[on], c[on]], minlength=slots.size)
-            rows = np.flatnonzero(m)
-            h = self._mh[slots[rows], self._hoff[k]: self._hoff[k + 1]]
-            tot = np.maximum(h.sum(axis=1), 1)
-            share = self.rng.binomial(h, np.minimum(m[rows] / tot, 1.0)[:, None])
-            first = codes[on][np.searchsorted(r[on], rows)]
-            base = self._set_base[first]
-            idx = base[:, None] + np.arange(h.shape[1])
-            act += np.bincount(idx.ravel(), weights=share.ravel(), minlength=n).astype(np.int64)
+        sl = slots[rows]
+        multi = selw[rows] * (wt[rows] > 1)  # blocks read from merged columns
+        tb = self._tier_of_code.take(bgs[rows], mode="wrap")
+        for k, t in enumerate(self.tiers):
+            if not t.used:
+                continue
+            lo, hi = self._hoff[k], self._hoff[k + 1]
+            h = self._mh[sl, lo:hi]
+            cur = self._mr[sl, lo:hi]  # (<= h)
+            want = np.minimum(np.add.reduce(multi * (tb == k), axis=1), h.sum(axis=1))
+            d = want - cur.sum(axis=1)
+            if d.any():
+                up, down = d > 0, d < 0
+                if up.any():
+                    free = h[up] - cur[up]
+                    p = d[up] / np.maximum(free.sum(axis=1), 1)
+                    cur[up] += self.rng.binomial(free, np.minimum(p, 1.0)[:, None])
+                if down.any():
+                    p = -d[down] / np.maximum(cur[down].sum(axis=1), 1)
+                    cur[down] -= self.rng.binomial(cur[down], np.minimum(p, 1.0)[:, None])
+                self._mr[sl, lo:hi] = cur
+            if not want.any():
+                continue
+            base = self._bg_off[k] + (sl % t.sets) * t.n_bg
+            idx = base[:, None] + np.arange(t.n_bg)
+            act += np.bincount(idx.ravel(), weights=cur.ravel(), minlength=n).astype(np.int64)
         return act
 
     def _step_summary(
@@ -1970,7 +2043,10 @@ class KVHierarchy:
                 u, moved = np.unique(e, return_counts=True)
                 # every moving block mapped at once, as the exact model maps a step's swaps
                 br = np.repeat(rows[u], moved)
-                codes = np.asarray(self._map(new_tier, br, np.arange(br.size))).ravel()
+                at = np.arange(br.size)
+                if self.mapping == "round-robin":
+                    at = (self._draws.uniform(br.size) * 2**31).astype(np.int64)
+                codes = np.asarray(self._map(new_tier, br, at)).ravel()
                 if codes.size < br.size:
                     codes = np.resize(codes, br.size)
                 whole = (moved == w[u]) & (w[u] == 1)
@@ -2007,9 +2083,12 @@ class KVHierarchy:
         old = int(self._bgx[row, col])
         w = int(self._wt[row, col])
         n_moved = int(new.size)
-        self._merged_bank_group(row, old, n_moved)
+        read = bool(self._sal[row, col] >= self._thr[row])  # at the request's last step
+        self._merged_bank_group(row, old, n_moved, read)
         if n_moved > 1:
             np.add.at(self._mh[row], self._hcol[new], 1)
+            if read:  # read on their new tier too (the column's score does not change)
+                np.add.at(self._mr[row], self._hcol[new], 1)
         if n_moved == w:
             self._bgx[row, col] = int(new[0])
         else:
@@ -2036,6 +2115,7 @@ class KVHierarchy:
         self.nblk[row] = nc + 1
         if self._wt[row, col] == 1:  # the last block of a merged column: its own bank group
             last = self._merged_bank_group(row, int(self._bgx[row, col]), 1,
+                                           bool(self._sal[row, col] >= self._thr[row]),
                                            float(self._draws.uniform(1)[0]))
             self._bgx[row, col] = int(last[0])
 
