@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pimserve import simulate
+from pimserve.api import load_workload
 from pimserve.engine.config import RunConfig
 from pimserve.engine.kv import KVHierarchy
 from pimserve.engine.system import BuiltSystem
@@ -61,11 +62,12 @@ def _long_requests(n: int, lo: int, hi: int) -> Requests:
 def test_summary_matches_the_exact_model_on_three_tiers() -> None:
     """12 requests of 15k-45k tokens (940-2,800 blocks) with 512 summary columns: the summary
     merges most of each request's blocks, the KV spills into DDR-PIM and Algorithm 2 migrates.
-    Means over 3 seeds: throughput and KV per tier within 2%, DDR-PIM's and HBM-PIM's
-    attention and migrated bytes within 5%. (Measured: at most 1.5% for all of them; a
-    seed's HBM-PIM attention alone moves by about 4% either way, so 5% leaves room for
-    other draws. HBM-PIM's attention waits on its busiest bank group: it holds only if
-    the summary tracks which merged blocks the steps read, and where: docs/models.md.)"""
+    Means over the same 3 seeds (deterministic): throughput, attention time per tier, KV per
+    tier and migrated bytes within 2% (measured: at most 1.1%). A single seed's HBM-PIM
+    attention moves by about 4% either way, so another choice of seeds may need a wider
+    bound; the bound is the issue's, on these seeds. HBM-PIM's attention waits on its busiest
+    bank group: it holds only because the summary tracks which merged blocks the steps read,
+    and where (docs/models.md)."""
     spec, reqs = _three_tiers(), _long_requests(12, 15_000, 45_000)
     opts = {"kv_summary_columns": 512, "kv_exact_max_blocks": 512}
     exact = _mean_results(spec, reqs, "exact", 3, **opts)
@@ -75,11 +77,28 @@ def test_summary_matches_the_exact_model_on_three_tiers() -> None:
     def rel(k: str) -> float:
         return abs(summ[k] / exact[k] - 1.0)
 
-    assert rel("throughput") <= 0.02
-    assert rel("kv_hbm") <= 0.02 and rel("kv_ddr") <= 0.02
-    assert rel("attention_ddr") <= 0.05
-    assert rel("migrated") <= 0.05
-    assert rel("attention_hbm") <= 0.05
+    for k in ("throughput", "kv_hbm", "kv_ddr", "attention_hbm", "attention_ddr", "migrated"):
+        assert rel(k) <= 0.02, (k, summ[k], exact[k])
+
+
+def test_summary_matches_the_exact_model_on_one_tier() -> None:
+    """PAM's own system on 8 Write_doc requests at 4-token blocks (about 1,500 blocks each,
+    merged down to 256 columns), all on HBM-PIM: means over the same 3 seeds of throughput,
+    HBM-PIM attention time and KV within 2% (measured: 0.1%, 1.1%, 0%)."""
+    reqs, _ = load_workload("write-doc", n_requests=8, seed=0)
+    rows = {}
+    for kv_model in ("exact", "summary"):
+        vals = []
+        for seed in range(3):
+            r = simulate("pam", "llama3-70b", reqs, batch=8, kv_block_tokens=4,
+                         kv_model=kv_model, kv_summary_columns=256, kv_exact_max_blocks=256,
+                         seed=seed)
+            d = r.to_dict()
+            vals.append((r.throughput_tok_s, d["attention_time_by_tier_s"]["hbm"],
+                         d["kv_bytes_by_tier"]["hbm"]))
+        rows[kv_model] = np.mean(vals, axis=0)
+    rel = np.abs(rows["summary"] / rows["exact"] - 1.0)
+    assert np.all(rel <= 0.02), rel
 
 
 def test_summary_matches_the_exact_model_with_round_robin_mapping() -> None:
