@@ -125,6 +125,17 @@ _SMALL_MAP = 8
 """Greedy mapping of at most this many new blocks on a one-set tier picks them by repeated
 ``argmin`` (the same order as a stable sort, without sorting every bank group)."""
 
+_ALT = np.zeros(0, dtype=bool)
+
+
+def _alternating(n: int) -> np.ndarray:
+    """``n`` booleans True, False, True, ... (a read-only view of a cached array)."""
+    global _ALT
+    if _ALT.size < n:
+        _ALT = np.tile(np.array([True, False]), max(n, 64) // 2 + 1)
+        _ALT.flags.writeable = False
+    return _ALT[:n]
+
 
 class _Draws:
     """Random draws in bulk for the locality model: uniforms on [0, 1) and log-normal
@@ -1290,42 +1301,53 @@ class KVHierarchy:
         nj, nr = np.nonzero(grow)  # by step, then request (as _reserve's order)
         ncol = prev[nj, nr]
         Cf = int(n[-1].max())
-        sal = np.empty((k, R, Cf), dtype=np.float32)
         cur = self._sal[slots, :Cf]
-        ar = np.arange(k)
-        tla, kda = np.array(tl), np.array(kd)
-        lna = np.array(ln_at)
-        nval = LN[np.repeat(lna - (np.cumsum(tla) - tla), tla) + np.arange(nj.size)]
+        kda = np.array(kd)
+        alt = _alternating(2 * k)
+        # the log-normals, step after step: its new blocks', then its redraws'
+        cnt = np.empty(2 * k, dtype=np.int64)
+        cnt[0::2] = tl
+        cnt[1::2] = kda
+        is_new = alt.repeat(cnt)
+        nval = LN[is_new]
         D = sum(kd)
         if D:
             # each redraw: its request (searchsorted over the blocks' running count, right
             # side: on whole numbers, the count of at most floor(x); the steps' counts laid
-            # end to end), its block and its new salience
-            dj = np.repeat(ar, kda)
-            rank = np.arange(D)
-            first_d = np.repeat(np.cumsum(kda) - kda, kda)
-            u1 = U[np.repeat(np.array(u_at), kda) + rank - first_d]
-            u2 = U[np.repeat(np.array(u_at) + kda, kda) + rank - first_d]
+            # end to end), its block and its new salience. The uniforms, step after step:
+            # the redraws' first uniforms, then their second ones
+            dj = np.arange(k).repeat(kda)
+            is_u1 = alt.repeat(kda.repeat(2))
+            u1, u2 = U[is_u1], U[~is_u1]
             x = u1 * nv[dj]
             base_nv = np.cumsum(nv) - nv
-            lined = (np.cumsum(n, axis=1) + base_nv[:, None]).ravel()
+            lined = np.cumsum(n.reshape(-1))  # (whole numbers: as row sums laid end to end)
             dr_r = (lined.searchsorted(np.floor(x).astype(np.int64) + base_nv[dj], "right")
                     - dj * R) % R
             dr_c = (u2 * n[dj, dr_r]).astype(np.intp)
-            dr_v = LN[np.repeat(lna + tla, kda) + rank - first_d]
+            dr_v = LN[~is_new]
+            # every change holds from its step until the next change of its cell (a new
+            # block's cell changes only from its step on; the changes of a cell, new block
+            # first, keep the steps' order)
+            ch_j = np.concatenate((nj, dj))
+            ch_cell = np.concatenate((nr * Cf + ncol, dr_r * Cf + dr_c))
+            ch_v = np.concatenate((nval, dr_v))
         else:
             dr_r = dr_c = np.zeros(0, dtype=np.intp)
             dr_v = np.zeros(0)
-        f = e = 0
-        for j in range(k):
-            g, d = tl[j], kd[j]
-            if g:
-                cur[nr[f: f + g], ncol[f: f + g]] = nval[f: f + g]
-                f += g
-            if d:
-                cur[dr_r[e: e + d], dr_c[e: e + d]] = dr_v[e: e + d]
-                e += d
-            sal[j] = cur
+            ch_j, ch_cell, ch_v = nj, nr * Cf + ncol, nval
+        sal = np.empty((k, R, Cf), dtype=np.float32)
+        sal[:] = cur
+        if ch_j.size:
+            o = np.argsort(ch_cell, kind="stable")
+            cs, js = ch_cell[o], ch_j[o]
+            ends = np.full(js.size, k, dtype=np.int64)
+            same = cs[1:] == cs[:-1]
+            ends[:-1][same] = js[1:][same]
+            span = ends - js  # steps the change holds (0: overwritten in its own step)
+            first = np.cumsum(span) - span
+            at = js.repeat(span) + (np.arange(int(first[-1] + span[-1])) - first.repeat(span))
+            sal.reshape(-1)[at * (R * Cf) + cs.repeat(span)] = ch_v[o].repeat(span)
         drifts = (dr_r, dr_c, dr_v)
         ndrift = kd
         # ---- scores and the sparse selection of every step (as _step_one_tier)
@@ -1372,8 +1394,8 @@ class KVHierarchy:
                     act0 -= self._act[(ring0 + 1 + steps_k) % W, sl]
                     base = np.empty((k, nbg), dtype=np.int64)
                     base[0] = self._act_sum[sl]
-                    np.cumsum(act0[:-1], axis=0, out=base[1:])
-                    base[1:] += base[0]
+                    base[1:] = act0[:-1]
+                    np.add.accumulate(base, axis=0, out=base)  # (whole numbers: any order)
                 else:
                     cb = np.zeros((k + 1, nbg), dtype=np.int64)
                     np.cumsum(act0, axis=0, out=cb[1:])
