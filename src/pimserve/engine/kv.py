@@ -418,6 +418,7 @@ class KVHierarchy:
         # --- pricing tables, by (tier, q_tokens, kind)
         self._tables = AttentionTables(model)
         self._pairs: dict[tuple[int, int], np.ndarray] = {}
+        self._pair_cols: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
         self._rec = np.zeros(0, dtype=np.float32)
         self._recw = np.zeros((1, 0), dtype=np.float32)  # [blocks, block] recency (x sink)
         self._sink_folded = False
@@ -807,6 +808,16 @@ class KVHierarchy:
             tab = tab.reshape(-1, 2)
             self._pairs[key] = tab
         return tab
+
+    def _pair_columns(self, k: int, q_tokens: int, cmax: int) -> tuple[np.ndarray, ...]:
+        """:meth:`_pair_table`'s two columns apart, each contiguous: (time s, energy J) by
+        ``kind x size + tokens`` (cached with the table)."""
+        tab = self._pair_table(k, q_tokens, cmax)
+        cols = self._pair_cols.get((k, q_tokens))
+        if cols is None or cols[0] is not tab:
+            cols = (tab, np.ascontiguousarray(tab[:, 0]), np.ascontiguousarray(tab[:, 1]))
+            self._pair_cols[k, q_tokens] = cols
+        return cols[1], cols[2]
 
     # ------------------------------------------------------------------ one step
     def _drift(self, slots: np.ndarray, n: np.ndarray, nv: int) -> None:
@@ -1374,7 +1385,8 @@ class KVHierarchy:
         bgs0 = self._bgx[slots, :Cf]
         steps_k = np.arange(k)
         RC = R * Cf
-        reads = np.bincount(bgs0.reshape(RC).take(hits % RC) + (hits // RC) * ncodes,
+        hit_j, hit_c = np.divmod(hits, RC)
+        reads = np.bincount(bgs0.reshape(RC).take(hit_c) + hit_j * ncodes,
                             minlength=k * ncodes).reshape(k, ncodes)
         res = np.bincount(bgs0.ravel(), minlength=ncodes)
         nnew = nj.size
@@ -1397,11 +1409,15 @@ class KVHierarchy:
                     base[1:] = act0[:-1]
                     np.add.accumulate(base, axis=0, out=base)  # (whole numbers: any order)
                 else:
-                    cb = np.zeros((k + 1, nbg), dtype=np.int64)
-                    np.cumsum(act0, axis=0, out=cb[1:])
-                    ce = np.zeros((k + 1, nbg), dtype=np.int64)
-                    np.cumsum(self._act[(ring0 + 1 + steps_k[:W]) % W, sl], axis=0,
-                              out=ce[1: W + 1])
+                    # (running sums of whole numbers, in place: as np.cumsum)
+                    cb = np.empty((k + 1, nbg), dtype=np.int64)
+                    cb[0] = 0
+                    cb[1:] = act0
+                    np.add.accumulate(cb, axis=0, out=cb)
+                    ce = np.empty((k + 1, nbg), dtype=np.int64)
+                    ce[0] = 0
+                    ce[1: W + 1] = self._act[(ring0 + 1 + steps_k[:W]) % W, sl]
+                    np.add.accumulate(ce[: W + 1], axis=0, out=ce[: W + 1])
                     ce[W + 1:] = ce[W]
                     jlo = np.maximum(steps_k - W, 0)
                     base = self._act_sum[sl] - ce[:k] + cb[:k] - cb[jlo]
@@ -1448,12 +1464,12 @@ class KVHierarchy:
             imb = np.divide(loads.max(axis=2), tot / nbg, out=np.ones((2, k)), where=tot > 0)
         tok = np.empty((k, 2 * R), dtype=np.int64)
         np.minimum(nread << shift, ctx, out=tok[:, :R])
-        tab = self._pair_table(0, q_tokens, self._cols * B)
-        np.add(ctx, tab.shape[0] // 2, out=tok[:, R:])
-        gt = tab.take(tok, axis=0, mode="wrap")  # [step, (kind, request), (s, J)]
-        energy = np.add.reduce(np.ascontiguousarray(gt[:, :, 1]), axis=1)
-        busy = np.add.reduce(np.ascontiguousarray(gt[:, :R, 0]), axis=1) * imb[0]
-        busy += np.add.reduce(np.ascontiguousarray(gt[:, R:, 0]), axis=1) * imb[1]
+        tab_s, tab_j = self._pair_columns(0, q_tokens, self._cols * B)
+        np.add(ctx, tab_s.size // 2, out=tok[:, R:])
+        # [step, (kind, request)]: times (s) and energies (J), each gathered contiguous
+        energy = np.add.reduce(tab_j.take(tok, mode="wrap"), axis=1)
+        busy = np.add.reduce(tab_s.take(tok[:, :R], mode="wrap"), axis=1) * imb[0]
+        busy += np.add.reduce(tab_s.take(tok[:, R:], mode="wrap"), axis=1) * imb[1]
         m = self.model
         L = m.n_layers
         tt = _with_refresh_rows(t, busy)
