@@ -125,6 +125,17 @@ _SMALL_MAP = 8
 """Greedy mapping of at most this many new blocks on a one-set tier picks them by repeated
 ``argmin`` (the same order as a stable sort, without sorting every bank group)."""
 
+_ALT = np.zeros(0, dtype=bool)
+
+
+def _alternating(n: int) -> np.ndarray:
+    """``n`` booleans True, False, True, ... (a read-only view of a cached array)."""
+    global _ALT
+    if _ALT.size < n:
+        _ALT = np.tile(np.array([True, False]), max(n, 64) // 2 + 1)
+        _ALT.flags.writeable = False
+    return _ALT[:n]
+
 
 class _Draws:
     """Random draws in bulk for the locality model: uniforms on [0, 1) and log-normal
@@ -407,6 +418,7 @@ class KVHierarchy:
         # --- pricing tables, by (tier, q_tokens, kind)
         self._tables = AttentionTables(model)
         self._pairs: dict[tuple[int, int], np.ndarray] = {}
+        self._pair_cols: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
         self._rec = np.zeros(0, dtype=np.float32)
         self._recw = np.zeros((1, 0), dtype=np.float32)  # [blocks, block] recency (x sink)
         self._sink_folded = False
@@ -796,6 +808,16 @@ class KVHierarchy:
             tab = tab.reshape(-1, 2)
             self._pairs[key] = tab
         return tab
+
+    def _pair_columns(self, k: int, q_tokens: int, cmax: int) -> tuple[np.ndarray, ...]:
+        """:meth:`_pair_table`'s two columns apart, each contiguous: (time s, energy J) by
+        ``kind x size + tokens`` (cached with the table)."""
+        tab = self._pair_table(k, q_tokens, cmax)
+        cols = self._pair_cols.get((k, q_tokens))
+        if cols is None or cols[0] is not tab:
+            cols = (tab, np.ascontiguousarray(tab[:, 0]), np.ascontiguousarray(tab[:, 1]))
+            self._pair_cols[k, q_tokens] = cols
+        return cols[1], cols[2]
 
     # ------------------------------------------------------------------ one step
     def _drift(self, slots: np.ndarray, n: np.ndarray, nv: int) -> None:
@@ -1290,42 +1312,53 @@ class KVHierarchy:
         nj, nr = np.nonzero(grow)  # by step, then request (as _reserve's order)
         ncol = prev[nj, nr]
         Cf = int(n[-1].max())
-        sal = np.empty((k, R, Cf), dtype=np.float32)
         cur = self._sal[slots, :Cf]
-        ar = np.arange(k)
-        tla, kda = np.array(tl), np.array(kd)
-        lna = np.array(ln_at)
-        nval = LN[np.repeat(lna - (np.cumsum(tla) - tla), tla) + np.arange(nj.size)]
+        kda = np.array(kd)
+        alt = _alternating(2 * k)
+        # the log-normals, step after step: its new blocks', then its redraws'
+        cnt = np.empty(2 * k, dtype=np.int64)
+        cnt[0::2] = tl
+        cnt[1::2] = kda
+        is_new = alt.repeat(cnt)
+        nval = LN[is_new]
         D = sum(kd)
         if D:
             # each redraw: its request (searchsorted over the blocks' running count, right
             # side: on whole numbers, the count of at most floor(x); the steps' counts laid
-            # end to end), its block and its new salience
-            dj = np.repeat(ar, kda)
-            rank = np.arange(D)
-            first_d = np.repeat(np.cumsum(kda) - kda, kda)
-            u1 = U[np.repeat(np.array(u_at), kda) + rank - first_d]
-            u2 = U[np.repeat(np.array(u_at) + kda, kda) + rank - first_d]
+            # end to end), its block and its new salience. The uniforms, step after step:
+            # the redraws' first uniforms, then their second ones
+            dj = np.arange(k).repeat(kda)
+            is_u1 = alt.repeat(kda.repeat(2))
+            u1, u2 = U[is_u1], U[~is_u1]
             x = u1 * nv[dj]
             base_nv = np.cumsum(nv) - nv
-            lined = (np.cumsum(n, axis=1) + base_nv[:, None]).ravel()
+            lined = np.cumsum(n.reshape(-1))  # (whole numbers: as row sums laid end to end)
             dr_r = (lined.searchsorted(np.floor(x).astype(np.int64) + base_nv[dj], "right")
                     - dj * R) % R
             dr_c = (u2 * n[dj, dr_r]).astype(np.intp)
-            dr_v = LN[np.repeat(lna + tla, kda) + rank - first_d]
+            dr_v = LN[~is_new]
+            # every change holds from its step until the next change of its cell (a new
+            # block's cell changes only from its step on; the changes of a cell, new block
+            # first, keep the steps' order)
+            ch_j = np.concatenate((nj, dj))
+            ch_cell = np.concatenate((nr * Cf + ncol, dr_r * Cf + dr_c))
+            ch_v = np.concatenate((nval, dr_v))
         else:
             dr_r = dr_c = np.zeros(0, dtype=np.intp)
             dr_v = np.zeros(0)
-        f = e = 0
-        for j in range(k):
-            g, d = tl[j], kd[j]
-            if g:
-                cur[nr[f: f + g], ncol[f: f + g]] = nval[f: f + g]
-                f += g
-            if d:
-                cur[dr_r[e: e + d], dr_c[e: e + d]] = dr_v[e: e + d]
-                e += d
-            sal[j] = cur
+            ch_j, ch_cell, ch_v = nj, nr * Cf + ncol, nval
+        sal = np.empty((k, R, Cf), dtype=np.float32)
+        sal[:] = cur
+        if ch_j.size:
+            o = np.argsort(ch_cell, kind="stable")
+            cs, js = ch_cell[o], ch_j[o]
+            ends = np.full(js.size, k, dtype=np.int64)
+            same = cs[1:] == cs[:-1]
+            ends[:-1][same] = js[1:][same]
+            span = ends - js  # steps the change holds (0: overwritten in its own step)
+            first = np.cumsum(span) - span
+            at = js.repeat(span) + (np.arange(int(first[-1] + span[-1])) - first.repeat(span))
+            sal.reshape(-1)[at * (R * Cf) + cs.repeat(span)] = ch_v[o].repeat(span)
         drifts = (dr_r, dr_c, dr_v)
         ndrift = kd
         # ---- scores and the sparse selection of every step (as _step_one_tier)
@@ -1352,7 +1385,8 @@ class KVHierarchy:
         bgs0 = self._bgx[slots, :Cf]
         steps_k = np.arange(k)
         RC = R * Cf
-        reads = np.bincount(bgs0.reshape(RC).take(hits % RC) + (hits // RC) * ncodes,
+        hit_j, hit_c = np.divmod(hits, RC)
+        reads = np.bincount(bgs0.reshape(RC).take(hit_c) + hit_j * ncodes,
                             minlength=k * ncodes).reshape(k, ncodes)
         res = np.bincount(bgs0.ravel(), minlength=ncodes)
         nnew = nj.size
@@ -1372,14 +1406,18 @@ class KVHierarchy:
                     act0 -= self._act[(ring0 + 1 + steps_k) % W, sl]
                     base = np.empty((k, nbg), dtype=np.int64)
                     base[0] = self._act_sum[sl]
-                    np.cumsum(act0[:-1], axis=0, out=base[1:])
-                    base[1:] += base[0]
+                    base[1:] = act0[:-1]
+                    np.add.accumulate(base, axis=0, out=base)  # (whole numbers: any order)
                 else:
-                    cb = np.zeros((k + 1, nbg), dtype=np.int64)
-                    np.cumsum(act0, axis=0, out=cb[1:])
-                    ce = np.zeros((k + 1, nbg), dtype=np.int64)
-                    np.cumsum(self._act[(ring0 + 1 + steps_k[:W]) % W, sl], axis=0,
-                              out=ce[1: W + 1])
+                    # (running sums of whole numbers, in place: as np.cumsum)
+                    cb = np.empty((k + 1, nbg), dtype=np.int64)
+                    cb[0] = 0
+                    cb[1:] = act0
+                    np.add.accumulate(cb, axis=0, out=cb)
+                    ce = np.empty((k + 1, nbg), dtype=np.int64)
+                    ce[0] = 0
+                    ce[1: W + 1] = self._act[(ring0 + 1 + steps_k[:W]) % W, sl]
+                    np.add.accumulate(ce[: W + 1], axis=0, out=ce[: W + 1])
                     ce[W + 1:] = ce[W]
                     jlo = np.maximum(steps_k - W, 0)
                     base = self._act_sum[sl] - ce[:k] + cb[:k] - cb[jlo]
@@ -1426,12 +1464,12 @@ class KVHierarchy:
             imb = np.divide(loads.max(axis=2), tot / nbg, out=np.ones((2, k)), where=tot > 0)
         tok = np.empty((k, 2 * R), dtype=np.int64)
         np.minimum(nread << shift, ctx, out=tok[:, :R])
-        tab = self._pair_table(0, q_tokens, self._cols * B)
-        np.add(ctx, tab.shape[0] // 2, out=tok[:, R:])
-        gt = tab.take(tok, axis=0, mode="wrap")  # [step, (kind, request), (s, J)]
-        energy = np.add.reduce(np.ascontiguousarray(gt[:, :, 1]), axis=1)
-        busy = np.add.reduce(np.ascontiguousarray(gt[:, :R, 0]), axis=1) * imb[0]
-        busy += np.add.reduce(np.ascontiguousarray(gt[:, R:, 0]), axis=1) * imb[1]
+        tab_s, tab_j = self._pair_columns(0, q_tokens, self._cols * B)
+        np.add(ctx, tab_s.size // 2, out=tok[:, R:])
+        # [step, (kind, request)]: times (s) and energies (J), each gathered contiguous
+        energy = np.add.reduce(tab_j.take(tok, mode="wrap"), axis=1)
+        busy = np.add.reduce(tab_s.take(tok[:, :R], mode="wrap"), axis=1) * imb[0]
+        busy += np.add.reduce(tab_s.take(tok[:, R:], mode="wrap"), axis=1) * imb[1]
         m = self.model
         L = m.n_layers
         tt = _with_refresh_rows(t, busy)
