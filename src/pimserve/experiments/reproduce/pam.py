@@ -124,11 +124,14 @@ _CAUSE_OPT_ONLINE = (
     "more KV per step (e.g. all of it, DeepSpeed-style) or over fewer host links."
 )
 _CAUSE_LS_ONLINE = (
-    "LS-PIM has PAM's devices and 8x sparsity but maps blocks round-robin: the few blocks a "
-    "sparse step reads per request land unevenly on the bank groups, and a device waits for "
-    "its busiest one, so in pimserve LS-PIM's sparse attention is even slower than dense "
-    "L-PIM's at conversation contexts; PAM's greedy mapping removes most of that imbalance. "
-    "Hence a larger factor than the paper's, whose LS-PIM is faster than L-PIM."
+    "LS-PIM has PAM's devices and 8x sparsity but maps blocks round-robin and sends every "
+    "block's partial result to the GPUs (no PAMattention). In pimserve its sparse reads make "
+    "it faster than dense L-PIM at conversation contexts, as in the paper, and PAM's greedy "
+    "bank-group mapping and on-PIM reduction gain less over it than the paper reports: a "
+    "device waits on its busiest bank group, and at these contexts a request reads 1-2 "
+    "blocks while its selection pass scans all of them, so the scan (whose bank groups both "
+    "mappings spread evenly) weighs on both systems alike. The paper's larger factor implies "
+    "a costlier LS-PIM than these device models give (the paper does not break it down)."
 )
 _CAUSE_DATASET = (
     "The order matches the paper (WildChat > ShareGPT), but only OPT-175B's WildChat KV "
