@@ -1117,6 +1117,16 @@ class KVHierarchy:
             out.migration_s = self._rebalance(slots, tb, imp)
         return out
 
+    def _one_tier_state(self, ctx: object) -> bool:
+        """Whether the hierarchy is in the state the one-tier paths (:meth:`_step_one_tier`,
+        :meth:`decode_run`) take: no block beyond the first tier, ``ctx`` (tokens) a numpy
+        array, whole-row gathers, the attention sink folded, every score positive."""
+        for o in self.tiers[1:]:
+            if o.used:
+                return False
+        return (type(ctx) is np.ndarray and self._wcols == self._cols and self._sink_folded
+                and self._positive_scores)
+
     def _step_one_tier(
         self, reqs: np.ndarray, ctx: np.ndarray, q_tokens: int, reserve: bool = True,
         need: np.ndarray | None = None,
@@ -1126,14 +1136,9 @@ class KVHierarchy:
         reads, one replica set, at most one new block per request (decode; none without
         ``reserve``), every request holding blocks already, whole-row gathers. Returns None,
         having changed nothing, when the case does not apply."""
-        tiers = self.tiers
-        t = tiers[0]
-        for o in tiers[1:]:
-            if o.used:
-                return None
-        if (type(ctx) is not np.ndarray or self._wcols != self._cols or not self._sink_folded
-                or not self._positive_scores):
+        if not self._one_tier_state(ctx):
             return None
+        t = self.tiers[0]
         slots = self.slot_of[reqs]
         have = self.nblk.take(slots, mode="wrap")
         if not min(have.tolist()) > 0:
@@ -1229,14 +1234,9 @@ class KVHierarchy:
         changed) when fewer than two steps qualify. Times in s, energy in J."""
         if not (self._one_tier_ok and self._fast_one_tier) or reqs.size == 0 or k < 2:
             return None
-        tiers = self.tiers
-        t = tiers[0]
-        for o in tiers[1:]:
-            if o.used:
-                return None
-        if (type(ctx0) is not np.ndarray or self._wcols != self._cols or not self._sink_folded
-                or not self._positive_scores):
+        if not self._one_tier_state(ctx0):
             return None
+        t = self.tiers[0]
         B, shift = self.block_tokens, self._block_shift
         assert shift is not None
         if self.summary_columns is not None:  # step() takes the summary path past this
