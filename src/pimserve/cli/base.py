@@ -24,6 +24,32 @@ FORMAT = click.option(
 )
 
 
+def executor_options(prefix: str = "", points: str = "the points",
+                     store: str = "the store in --out") -> Any:
+    """``--workers``, ``--ray`` and ``--resume``: where a command's runs go (the sweep
+    runner's executors) and whether a store's finished points are kept. ``prefix`` starts
+    every help text (a command that uses the runner for one of its modes), ``points`` names
+    what runs, ``store`` the store resumed."""
+    options = (
+        click.option("--workers", type=int, default=None,
+                     help=f"{prefix}worker processes of the local pool (1: in this process); "
+                          "with --ray auto, the local Ray cluster's CPUs  [default: all cores]"),
+        click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
+                     help=f"{prefix}run {points} on Ray: 'auto' starts a local cluster, an "
+                          "address joins one (needs pip install 'pimserve[ray]')"),
+        click.option("--resume", is_flag=True, default=False,
+                     help=f"{prefix}run only {points} {store} lacks (without it, a store "
+                          "that already holds some of them is refused)"),
+    )
+
+    def decorate(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 class Group(click.Group):
     """Turns PimserveError into one line on stderr and exit status 2 (no traceback)."""
 

@@ -6,7 +6,13 @@ from typing import Any
 
 import click
 
-from pimserve.cli.base import FORMAT, check_output_folder, check_output_paths, main
+from pimserve.cli.base import (
+    FORMAT,
+    check_output_folder,
+    check_output_paths,
+    executor_options,
+    main,
+)
 from pimserve.cli.options import given, options_from
 from pimserve.engine.config import RunConfig
 from pimserve.errors import ConfigurationError
@@ -542,15 +548,7 @@ def compare(systems: str, baseline: str | None, model: str, workload: str, trace
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="PAM x:y: folder of the store (sweep.sqlite) of the grid's runs, kept for "
                    "--resume and `pimserve sweep export`  [default: a temporary store]")
-@click.option("--workers", type=int, default=None,
-              help="PAM x:y: worker processes of the local pool (1: in this process); with "
-                   "--ray auto, the local Ray cluster's CPUs  [default: all cores]")
-@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
-              help="PAM x:y: run the grid on Ray: 'auto' starts a local cluster, an address "
-                   "joins one (needs pip install 'pimserve[ray]')")
-@click.option("--resume", is_flag=True, default=False,
-              help="PAM x:y: run only the grid points the store in --out lacks (without it, "
-                   "a store that already holds some of them is refused)")
+@executor_options(prefix="PAM x:y: ", points="the grid points")
 @FORMAT
 def calibrate(system: str, model: str | None, max_parallelism: int, out: str | None,
               workers: int | None, ray_address: str | None, resume: bool, fmt: str) -> None:
@@ -570,8 +568,6 @@ def calibrate(system: str, model: str | None, max_parallelism: int, out: str | N
     runner = {"--out": out, "--workers": workers, "--ray": ray_address,
               "--resume": resume or None}
     if pam:
-        if workers is not None and workers < 1:
-            raise ConfigurationError(f"--workers must be a positive integer (got {workers})")
         if resume and out is None:
             raise ConfigurationError("--resume needs --out, the folder of the store to resume")
         if out is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pimserve.cli.base import FORMAT, check_output_folder, main
+from pimserve.cli.base import FORMAT, check_output_folder, executor_options, main
 
 
 @main.command()
@@ -16,16 +16,8 @@ from pimserve.cli.base import FORMAT, check_output_folder, main
               help="a reduced grid that runs in about a minute on 2 cores (used by CI)")
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="output folder, also of the store sweep.sqlite  [default: reproduce-PAPER/]")
-@click.option("--workers", type=int, default=None,
-              help="worker processes of the local pool (1: in this process); with --ray "
-                   "auto, the local Ray cluster's CPUs  [default: all cores]")
+@executor_options()
 @click.option("--jobs", type=int, default=None, help="the same as --workers")
-@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
-              help="run the points on Ray: 'auto' starts a local cluster, an address joins "
-                   "one (needs pip install 'pimserve[ray]')")
-@click.option("--resume", is_flag=True, default=False,
-              help="run only the points the store in --out lacks (without it, a store that "
-                   "already holds some of them is refused)")
 @click.option("--no-sensitivity", is_flag=True, default=False,
               help="skip the +-25% sensitivity runs of the open parameters")
 @FORMAT

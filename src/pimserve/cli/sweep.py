@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pimserve.cli.base import FORMAT, check_output_folder, main
+from pimserve.cli.base import FORMAT, check_output_folder, executor_options, main
 
 
 class _RunByDefault(click.Group):
@@ -56,15 +56,7 @@ def _progress(enabled: bool) -> Any:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="folder of the store (sweep.sqlite) and report  [default: sweep-NAME/]")
-@click.option("--workers", type=int, default=None,
-              help="worker processes of the local pool (1: in this process); with --ray "
-                   "auto, the local Ray cluster's CPUs  [default: all cores]")
-@click.option("--ray", "ray_address", default=None, metavar="ADDRESS|auto",
-              help="run on Ray: 'auto' starts a local cluster, an address joins one "
-                   "(needs pip install 'pimserve[ray]')")
-@click.option("--resume", is_flag=True, default=False,
-              help="run only the points the store lacks (without it, a store that already "
-                   "holds some of the sweep's points is refused)")
+@executor_options(store="the store")
 @click.option("--limit", type=int, default=None,
               help="run only the first N points (grid/random) or N trials (optuna)")
 @click.option("--n-requests", "n_requests", type=int, default=None,
@@ -80,8 +72,6 @@ def run_cmd(spec: str, out: str | None, workers: int | None, ray_address: str | 
     from pimserve.experiments.sweep import load_sweep_spec, make_executor, run_sweep
     from pimserve.report.console import console, print_json, print_table
 
-    if workers is not None and workers < 1:
-        raise ConfigurationError(f"--workers must be a positive integer (got {workers})")
     if limit is not None and limit < 1:
         raise ConfigurationError(f"--limit must be a positive integer (got {limit})")
     if n_requests is not None and n_requests < 1:
