@@ -33,20 +33,27 @@ CASES = [
 def test_fast_runs_equal_the_step_by_step_engine(system, model, workload, rate, opts):
     slow = _run(system, model, workload, False, rate=rate, **opts)
     fast = _run(system, model, workload, True, rate=rate, **opts)
+    _assert_same_results(fast, slow)
+
+
+def _assert_same_results(fast, slow, rel: float = 1e-9) -> None:
+    """Equal iterations and tokens, times and energies to ``rel``, and the per-iteration
+    record (it stays exact)."""
     assert fast.iterations == slow.iterations
     assert fast.output_tokens == slow.output_tokens
     assert fast.requests_completed == slow.requests_completed
-    rel = 1e-9
     assert fast.simulated_time_s == pytest.approx(slow.simulated_time_s, rel=rel)
     assert fast.energy_j == pytest.approx(slow.energy_j, rel=rel)
     assert fast.decode_time_s == pytest.approx(slow.decode_time_s, rel=rel)
     for k, v in slow.time_breakdown_s.items():
         assert fast.time_breakdown_s[k] == pytest.approx(v, rel=rel, abs=1e-15), k
+    for k, v in slow.energy_breakdown_j.items():
+        assert fast.energy_breakdown_j[k] == pytest.approx(v, rel=rel, abs=1e-15), k
     for k, v in slow.tpot_ms.items():
         if v is not None:
             assert fast.tpot_ms[k] == pytest.approx(v, rel=rel), k
-    # the per-iteration record stays exact
     fs, ss = fast.extra["steps"], slow.extra["steps"]
+    assert set(fs) == set(ss)
     for k in ss:
         np.testing.assert_allclose(np.asarray(fs[k], dtype=float),
                                    np.asarray(ss[k], dtype=float), rtol=rel, err_msg=k)
@@ -124,33 +131,15 @@ def test_kv_runs_equal_the_step_by_step_engine(system, model, workload, rate, op
 
 
 def _assert_same_kv_results(fast, slow) -> None:
-    """Equal iterations and tokens, times and energies to 1e-9, per-step records and KV
-    results."""
-    assert fast.iterations == slow.iterations
-    assert fast.output_tokens == slow.output_tokens
-    assert fast.requests_completed == slow.requests_completed
+    """:func:`_assert_same_results`, and equal KV results."""
     rel = 1e-9
-    assert fast.simulated_time_s == pytest.approx(slow.simulated_time_s, rel=rel)
-    assert fast.energy_j == pytest.approx(slow.energy_j, rel=rel)
-    assert fast.decode_time_s == pytest.approx(slow.decode_time_s, rel=rel)
-    for k, v in slow.time_breakdown_s.items():
-        assert fast.time_breakdown_s[k] == pytest.approx(v, rel=rel, abs=1e-15), k
-    for k, v in slow.energy_breakdown_j.items():
-        assert fast.energy_breakdown_j[k] == pytest.approx(v, rel=rel, abs=1e-15), k
-    for k, v in slow.tpot_ms.items():
-        if v is not None:
-            assert fast.tpot_ms[k] == pytest.approx(v, rel=rel), k
+    _assert_same_results(fast, slow, rel)
     assert fast.kv_bytes_by_tier == pytest.approx(slow.kv_bytes_by_tier, rel=rel)
     assert fast.extra["kv_peak_bytes_by_tier"] == slow.extra["kv_peak_bytes_by_tier"]
     assert fast.attention_time_by_tier_s == pytest.approx(slow.attention_time_by_tier_s,
                                                           rel=rel)
     assert fast.migrated_bytes == slow.migrated_bytes
     assert fast.sparse_read_fraction == slow.sparse_read_fraction
-    fs, ss = fast.extra["steps"], slow.extra["steps"]
-    assert set(fs) == set(ss)
-    for k in ss:
-        np.testing.assert_allclose(np.asarray(fs[k], dtype=float),
-                                   np.asarray(ss[k], dtype=float), rtol=rel, err_msg=k)
 
 
 def test_kv_runs_stop_where_the_first_tier_fills():
