@@ -90,32 +90,38 @@ def test_a_long_static_batch_is_mostly_runs():
     assert calls["run"] == 1 and calls["step"] == 1  # prefill, one run (it finishes them)
 
 
+#: (system, model, workload, rate, options, whether some runs go on past finishing requests)
 KV_CASES = [
-    ("pam", "llama-65b", "dolly-creative", 4.0, {"batch": 16, "batching": "continuous"}),
-    ("pam", "llama-65b", "sharegpt", 8.0, {"batch": 32, "batching": "continuous"}),
-    ("pam", "llama-65b", "dolly-creative", None, {"batch": 16, "batching": "static"}),
+    ("pam", "llama-65b", "dolly-creative", 4.0, {"batch": 16, "batching": "continuous"}, True),
+    ("pam", "llama-65b", "sharegpt", 8.0, {"batch": 32, "batching": "continuous"}, True),
+    ("pam", "llama-65b", "dolly-creative", None, {"batch": 16, "batching": "static"}, True),
     # round-robin mapping, fixed tiling (partials leave HBM-PIM every step)
     ("pam", "llama-65b", "dolly-creative", 4.0,
-     {"batch": 16, "batching": "continuous", "kv_mapping": "round-robin", "pamattention": False}),
+     {"batch": 16, "batching": "continuous", "kv_mapping": "round-robin", "pamattention": False},
+     True),
     # requests past 32 blocks go to the summary model: runs stop before it
     ("pam", "llama-65b", "sharegpt", 8.0,
-     {"batch": 16, "batching": "continuous", "kv_exact_max_blocks": 32, "kv_summary_columns": 32}),
+     {"batch": 16, "batching": "continuous", "kv_exact_max_blocks": 32, "kv_summary_columns": 32},
+     False),  # (a full batch with a queue: runs end where requests finish)
 ]
 
 
-@pytest.mark.parametrize(("system", "model", "workload", "rate", "opts"), KV_CASES)
-def test_kv_runs_equal_the_step_by_step_engine(system, model, workload, rate, opts):
+@pytest.mark.parametrize(("system", "model", "workload", "rate", "opts", "spans"), KV_CASES)
+def test_kv_runs_equal_the_step_by_step_engine(system, model, workload, rate, opts, spans):
     """PAM's KV hierarchy: runs of one-tier KV steps (``KVHierarchy.decode_run``) give the
     step-by-step engine's iterations, tokens, times, energies, per-step records and KV
-    results, and some runs are taken."""
+    results, and some runs are taken, some of them going on past requests that finish
+    inside them."""
     from pimserve.engine import kv as kvmod
 
-    taken = []
+    taken, spanned = [], []
     run_fn = kvmod.KVHierarchy.decode_run
 
-    def counted(self, *a, **k):
-        out = run_fn(self, *a, **k)
+    def counted(self, reqs, ctx0, q_tokens, k, last=None):
+        out = run_fn(self, reqs, ctx0, q_tokens, k, last)
         taken.append(0 if out is None else out.k)
+        if out is not None and last is not None and int(last.min()) < out.k - 1:
+            spanned.append(out.k)
         return out
 
     mp = pytest.MonkeyPatch()
@@ -127,6 +133,7 @@ def test_kv_runs_equal_the_step_by_step_engine(system, model, workload, rate, op
     finally:
         mp.undo()
     assert sum(taken) > 0
+    assert bool(spanned) == spans
     _assert_same_kv_results(fast, slow)
 
 

@@ -597,7 +597,17 @@ class KVHierarchy:
         s = s[s >= 0]
         if s.size == 0:
             return
+        counts = self._free(s)
+        for k in range(self.n_tiers):
+            if counts[k + 1]:
+                self._use(k, -counts[k + 1])
+
+    def _free(self, s: np.ndarray) -> list[int]:
+        """Clear slots ``s`` (their requests' mapping already dropped) and return them to the
+        free list, in order; returns the blocks they held by tier, ``[-, tier 0, tier 1,
+        ...]``, for the caller to take off the tiers' resident counts."""
         cm = int(self.nblk[s].max())
+        counts = [0] * (self.n_tiers + 1)
         if cm:
             t = self._tier_of_code[self._bgx[s, :cm]]
             w = None
@@ -610,14 +620,12 @@ class KVHierarchy:
                 self._has_merged[s] = False
             counts = np.bincount(t.ravel() + 1, weights=w,
                                  minlength=self.n_tiers + 1).astype(np.int64).tolist()
-            for k in range(self.n_tiers):
-                if counts[k + 1]:
-                    self._use(k, -counts[k + 1])
             self._bgx[s, :cm] = 0
             self._sal[s, :cm] = 0.0
             self._imp[s, :cm] = 0.0
         self.nblk[s] = 0
         self._free_slots.extend(s.tolist())
+        return counts
 
     def _recent_activity(self) -> np.ndarray:
         """Activations of every bank group (by code) over the last ``mapping_window`` steps
@@ -1221,17 +1229,21 @@ class KVHierarchy:
 
     # ------------------------------------------------------------------ runs of steps
     def decode_run(
-        self, reqs: np.ndarray, ctx0: np.ndarray, q_tokens: int, k: int
+        self, reqs: np.ndarray, ctx0: np.ndarray, q_tokens: int, k: int,
+        last: np.ndarray | None = None,
     ) -> KVRun | None:
         """Up to ``k`` consecutive decode steps of the same requests priced at once: step
-        ``j`` is ``step(reqs, ctx0 + j, q_tokens, reserve=True)`` (one token more per step,
-        nobody admitted or finished in between) taken by :meth:`_step_one_tier`, with the
-        same random draws in the same order and the same per-step results. Nothing changes
-        until :meth:`KVRun.commit` applies the run's first steps (it may apply fewer than
-        were priced: an arrival cuts the run). The run is shorter than ``k`` where a step
-        would leave the one-tier case (a spill, a wider request, the summary model) or
-        where the locality model's buffered draws would be refilled. Returns None (nothing
-        changed) when fewer than two steps qualify. Times in s, energy in J."""
+        ``j`` is ``step(reqs', ctx0' + j, q_tokens, reserve=True)`` (one token more per step,
+        nobody admitted in between) taken by :meth:`_step_one_tier`, with the same random
+        draws in the same order and the same per-step results, where ``reqs'`` are the
+        requests still decoding: request ``i`` decodes up to step ``last[i]`` (counted from
+        0; None: every step) and is released after it, as a finished request is between
+        two steps. Nothing changes until :meth:`KVRun.commit` applies the run's first steps
+        (it may apply fewer than were priced: an arrival cuts the run). The run is shorter
+        than ``k`` where a step would leave the one-tier case (a spill, a wider request, the
+        summary model) or where the locality model's buffered draws would be refilled.
+        Returns None (nothing changed) when fewer than two steps qualify. Times in s, energy
+        in J."""
         if not (self._one_tier_ok and self._fast_one_tier) or reqs.size == 0 or k < 2:
             return None
         if not self._one_tier_state(ctx0):
@@ -1251,7 +1263,8 @@ class KVHierarchy:
             return None
         R = int(reqs.size)
         k = min(k, max(2, RUN_CELLS // (R * self._cols)))  # bounds the [step, request, block]
-        ctx = ctx0[None, :] + np.arange(k, dtype=np.int64)[:, None]  # [step, request]
+        steps_k = np.arange(k, dtype=np.int64)
+        ctx = ctx0[None, :] + steps_k[:, None]  # [step, request]
         need = (ctx + (B - 1)) >> shift
         if int((need[0] - have).max()) > 1:
             return None
@@ -1260,16 +1273,34 @@ class KVHierarchy:
         prev[0] = have
         prev[1:] = n[:-1]
         grow = n - prev  # 0 or 1: a new block this step
+        # requests that finish inside the run: nothing (no blocks, no tokens) after their
+        # last step; their blocks leave the tier between that step and the next
+        live = None
+        if last is not None and int(last.min()) < k - 1:
+            live = steps_k[:, None] <= last[None, :]  # [step, request]
+            n *= live
+            grow *= live
+            ctx *= live
         tl = np.add.reduce(grow, axis=1).tolist()  # new blocks per step
+        freed = [0] * k  # blocks released before each step, summed
+        if live is not None:
+            gone = np.flatnonzero(last < k - 1)
+            for j, b in zip((last[gone] + 1).tolist(), n[last[gone], gone].tolist(),
+                            strict=True):
+                freed[j] += b
+            freed = list(accumulate(freed))
         # (a step whose longest request is much narrower than the widest so far goes to
         # step()'s general path, which gathers columns instead of rows: the same results)
         room, cols = t.capacity_blocks - t.used, self._cols
         for j, (c, w) in enumerate(zip(accumulate(tl), n.max(axis=1).tolist(), strict=True)):
-            if c > room or w > cols:
+            if c - freed[j] > room or w > cols:
                 k = j
                 if k < 2:
                     return None
                 ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
+                steps_k, freed = steps_k[:k], freed[:k]
+                if live is not None:
+                    live = live[:k]
                 break
         nv = np.add.reduce(n, axis=1)
         nvl = nv.tolist()
@@ -1301,6 +1332,9 @@ class KVHierarchy:
                     kd = [rng.binomial(v, p) for v in nvl[:k]]
                 ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
                 nv, nvl = nv[:k], nvl[:k]
+                steps_k, freed = steps_k[:k], freed[:k]
+                if live is not None:
+                    live = live[:k]
                 a, b = ln_at[k], u_at[k]
                 ln_at, u_at = ln_at[:k], u_at[:k]
                 break
@@ -1311,7 +1345,7 @@ class KVHierarchy:
         # them); the saliences of step j are those of step j - 1 with step j's changes
         nj, nr = np.nonzero(grow)  # by step, then request (as _reserve's order)
         ncol = prev[nj, nr]
-        Cf = int(n[-1].max())
+        Cf = int(n[-1].max()) if live is None else int(n.max())
         cur = self._sal[slots, :Cf]
         kda = np.array(kd)
         alt = _alternating(2 * k)
@@ -1369,6 +1403,9 @@ class KVHierarchy:
         kread = self._ktab.take(n, mode="wrap")
         kR = k * R
         thr = srt.reshape(kR * Cf).take(np.arange(Cf, (kR + 1) * Cf, Cf) - kread.ravel())
+        if live is not None:  # a finished request reads nothing
+            thr[~live.ravel()] = np.inf
+            kread *= live
         sel = s >= thr.reshape(k, R, 1)
         # a request reads its k best blocks, more on ties (each reads at least its k: equal
         # totals mean no ties)
@@ -1383,12 +1420,17 @@ class KVHierarchy:
         off, nbg, ncodes = self._bg_off[0], t.n_bg, self._n_codes
         sl = slice(off, off + nbg)
         bgs0 = self._bgx[slots, :Cf]
-        steps_k = np.arange(k)
         RC = R * Cf
         hit_j, hit_c = np.divmod(hits, RC)
         reads = np.bincount(bgs0.reshape(RC).take(hit_c) + hit_j * ncodes,
                             minlength=k * ncodes).reshape(k, ncodes)
         res = np.bincount(bgs0.ravel(), minlength=ncodes)
+        if live is not None:  # a finished request's blocks held before the run leave
+            gone = np.flatnonzero(last[:R] < k - 1)
+            if gone.size:
+                rm = np.bincount(((last[gone] + 1)[:, None] * ncodes + bgs0[gone]).ravel(),
+                                 minlength=(k + 1) * ncodes).reshape(k + 1, ncodes)[:k]
+                res = res - np.add.accumulate(rm, axis=0)
         nnew = nj.size
         codes = np.empty(nnew, dtype=np.int64)
         W = self.window
@@ -1396,12 +1438,14 @@ class KVHierarchy:
         if nnew:
             read_new = sel[:, nr, ncol].T  # [new block, step]: the step reads it
             held = steps_k[None, :] >= nj[:, None]  # [new block, step]: it exists
+            if live is not None:
+                held &= steps_k[None, :] <= last[nr][:, None]
             if self.mapping == "round-robin" or nbg == 1:
                 codes[:] = ncol % nbg + off
             else:
                 # window sums (tier 0) before each step of the activations without the new
                 # blocks: the window before the run, less the steps it drops, plus the run's
-                act0 = reads[:, sl] + res[sl]
+                act0 = reads[:, sl] + res[..., sl]
                 if k <= W:  # every step's window holds all the run's steps before it
                     act0 -= self._act[(ring0 + 1 + steps_k) % W, sl]
                     base = np.empty((k, nbg), dtype=np.int64)
@@ -1480,11 +1524,11 @@ class KVHierarchy:
                 xs, xj = t.partials_out(float(ns) * pe, True)
                 x_s[j] = xs
                 energy[j] += xj
-        used = [t.used + c for c in accumulate(tl)]
+        used = [t.used + c - r for c, r in zip(accumulate(tl), freed, strict=True)]
         return KVRun(self, k, L * (tt + x_s), L * energy, L * tt, L * x_s, used,
-                     _RunState(slots, n, tl, nvl, nsel.tolist(), state, [*ln_at, ln_used],
+                     _RunState(reqs, slots, n, tl, nvl, nsel.tolist(), state, [*ln_at, ln_used],
                                [*u_at, u_used], (nval, *drifts), ndrift, (nr, ncol, codes),
-                               acts))
+                               acts, None if live is None else last))
 
     def _commit_run(self, run: KVRun, m: int) -> None:
         """Apply the first ``m`` steps of ``run`` (0: none, the generator rewound)."""
@@ -1511,13 +1555,25 @@ class KVHierarchy:
         if nd:
             self._sal[slots[dr_r[:nd]], dr_c[:nd]] = dr_v[:nd]
         self._bgx[slots[nr[:nnew]], ncol[:nnew]] = codes[:nnew]
-        self.nblk[slots] = st.n[m - 1]
-        # the first tier's residency sums, as _use(0, new blocks) at each step that adds some
+        gone = None  # requests that finished before the m-th step, in the order released
+        freed = [0] * m  # their blocks, by the step after which they leave
+        if st.last is None or int(st.last.min()) >= m - 1:
+            self.nblk[slots] = st.n[m - 1]
+        else:
+            lastc = np.minimum(st.last, m - 1)
+            self.nblk[slots] = st.n[lastc, np.arange(slots.size)]
+            gone = np.flatnonzero(st.last < m - 1)
+            gone = gone[np.argsort(st.last[gone], kind="stable")]  # by step, then request
+            for j, b in zip(st.last[gone].tolist(), self.nblk[slots[gone]].tolist(),
+                            strict=True):
+                freed[j] += b
+        # the first tier's residency sums, as _use(0, new blocks) at each step that adds
+        # some and _use(0, -blocks) after each step where requests finish
         s0 = self.steps
         t = self.tiers[0]
         used, since = t.used, self._used_since[0]
         usum, peak = self._used_sum[0], self._used_peak[0]
-        for j, g in enumerate(st.total[:m]):
+        for j, (g, f) in enumerate(zip(st.total[:m], freed, strict=True)):
             if g:
                 if s0 + j != since:
                     usum += used * (s0 + j - since)
@@ -1525,6 +1581,16 @@ class KVHierarchy:
                         peak = used
                     since = s0 + j
                 used += g
+            if f:
+                if s0 + j + 1 != since:
+                    usum += used * (s0 + j + 1 - since)
+                    if used > peak:
+                        peak = used
+                    since = s0 + j + 1
+                used -= f
+        if gone is not None:
+            self.slot_of[st.reqs[gone]] = -1
+            self._free(slots[gone])
         t.used, self._used_since[0] = used, since
         self._used_sum[0], self._used_peak[0] = usum, peak
         self.steps = s0 + m
@@ -2193,8 +2259,10 @@ class _RunState:
     each step (and after the last), the salience changes (new blocks' values, then the
     redraws' requests, blocks and values, in order), redraws per step, the new blocks
     ``(request, block, bank-group code)`` in order and each step's bank-group
-    activations ``[step, code]``."""
+    activations ``[step, code]``, and each request's last step (None: it decodes at every
+    step)."""
 
+    reqs: np.ndarray
     slots: np.ndarray
     n: np.ndarray
     total: list[int]
@@ -2207,6 +2275,7 @@ class _RunState:
     drifts: list[int]
     new: tuple[np.ndarray, ...]
     acts: np.ndarray
+    last: np.ndarray | None
 
 
 @dataclass

@@ -175,6 +175,7 @@ class IterationPricer:
     def decode_run(
         self, ctx0: np.ndarray, tlp: int, k: int,
         kv_attention: tuple[np.ndarray, np.ndarray] | None = None,
+        rlp: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """``k`` decode-only iterations of the same requests, the ``j``-th attending
         ``ctx0 + j x tlp`` tokens, priced at once: the fields of :class:`StepCost` as arrays
@@ -183,7 +184,15 @@ class IterationPricer:
         iterations; attention is looked up for all of them in one call, or, on a system with
         KV tiers, is ``kv_attention``: each iteration's KV step's attention (s) and energy
         (J), all layers (:meth:`KVHierarchy.decode_run`; one tier: no KV writes, fetches or
-        migrations)."""
+        migrations).
+
+        ``rlp`` (with ``kv_attention``): the requests decoding at each iteration, where some
+        finish inside the run (None: all of ``ctx0`` at every one); each iteration is then
+        priced as :meth:`step` prices its own batch, the FC, LM head, transfer and norm
+        costs looked up per distinct batch."""
+        if rlp is not None:
+            assert kv_attention is not None
+            return self._decode_run_varying(tlp, k, kv_attention, rlp)
         n_dec = int(ctx0.size)
         m_dec = m_tok = n_dec * tlp
         L = self.model.n_layers
@@ -239,6 +248,67 @@ class IterationPricer:
         out["norms_j"] = (L * norm_j) * ones
         out["fc_gpu_flops"] = (1.0 * (L * fc.gpu_flops + head.gpu_flops)) * ones
         out["fc_flops"] = (1.0 * (L * fc.flops + head.flops)) * ones
+        return out
+
+    def _decode_consts(self, n_dec: int, tlp: int) -> tuple[float, ...]:
+        """What :meth:`decode_run` adds to a KV run's attention for an iteration of
+        ``n_dec`` decoding requests, as :meth:`step` prices it (memoised): (FC on GPUs s,
+        FC on PIM s, communication s, norms s, the rest of the energy per layer J (FC,
+        transfers), norms J per layer, LM head J, FC-on-GPU J, FC-on-PIM J,
+        communication J, FC-on-GPU FLOPs, FC FLOPs), all layers where not said."""
+        key = ("decode_consts", n_dec, tlp)
+        hit = self._fc.get(key)
+        if hit is not None:
+            return hit
+        m_dec = m_tok = n_dec * tlp
+        L = self.model.n_layers
+        fc = self._fc_for(m_tok, False, None)
+        head = self.lm_head(m_dec, False)
+        comm_s = fc.comm_s
+        comm_j = 0.0
+        if n_dec and self.attn_group.link is not None:
+            x_s, x_j = self.decode_transfers(m_dec)
+            comm_s += x_s
+            comm_j += x_j
+        norm_s, norm_j = self.norms_and_activation(m_tok)
+        out = (L * fc.gpu_s + head.gpu_s, L * fc.pim_s + head.pim_s, L * comm_s + head.comm_s,
+               L * norm_s, fc.energy_j, comm_j, norm_j, head.energy_j,
+               L * (fc.gpu_j + 0.0) + head.gpu_j, L * fc.pim_j + head.pim_j,
+               L * (fc.comm_j + comm_j) + head.comm_j,
+               1.0 * (L * fc.gpu_flops + head.gpu_flops), 1.0 * (L * fc.flops + head.flops))
+        self._fc[key] = out
+        return out
+
+    def _decode_run_varying(
+        self, tlp: int, k: int, kv_attention: tuple[np.ndarray, np.ndarray],
+        rlp: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """:meth:`decode_run` of a KV run whose batch shrinks as requests finish: each
+        iteration's FC, LM head, transfers and norms for its own batch (``rlp[j]``
+        requests), with :meth:`decode_run`'s arithmetic elementwise."""
+        L = self.model.n_layers
+        vals, inv = np.unique(rlp[:k], return_inverse=True)
+        tab = np.array([self._decode_consts(int(v), tlp) for v in vals.tolist()])[inv]
+        (fc_gpu, fc_pim, comm, norms, fc_e, comm_j, norm_j, head_e, gpu_j, pim_j, comm_all_j,
+         gpu_flops, flops) = tab.T
+        attn_s, attn_j = kv_attention[0] / L, kv_attention[1] / L
+        out: dict[str, np.ndarray] = {}
+        out["fc_gpu_s"] = fc_gpu
+        out["fc_pim_s"] = fc_pim
+        out["attention_s"] = L * attn_s
+        out["communication_s"] = comm
+        out["other_s"] = np.zeros(k)
+        out["norms_s"] = norms
+        out["time_s"] = (fc_gpu + fc_pim + out["attention_s"] + comm + 0.0 + norms)
+        out["energy_j"] = L * (fc_e + attn_j + comm_j + norm_j + 0.0) + head_e + 0.0
+        out["fc_gpu_j"] = gpu_j
+        out["fc_pim_j"] = pim_j
+        out["attention_j"] = L * attn_j
+        out["communication_j"] = comm_all_j
+        out["other_j"] = np.zeros(k)
+        out["norms_j"] = L * norm_j
+        out["fc_gpu_flops"] = gpu_flops
+        out["fc_flops"] = flops
         return out
 
     def _layer_kernels(self, m_tokens: int) -> list[FCKernel]:

@@ -187,17 +187,19 @@ class Simulator:
     def _run_length(
         self, running: np.ndarray, pre_done: np.ndarray, pre_target: np.ndarray,
         out: np.ndarray, gen: np.ndarray, kv: np.ndarray, static: bool, queue: deque,
-        it_count: int, tl_lo: int,
+        it_count: int, tl_lo: int, span: bool,
     ) -> int:
         """How many decode-only iterations from now can be priced as one run: all running
-        requests decode (TLP 1), none finishes before the run's last iteration (requests
-        finish at its end, as after a step), nothing can be admitted (static batch, empty
-        queue or full batch), the KV fits every iteration (continuous batching), the
-        iteration cap and the timeline window are not crossed. Arrivals are checked by the
-        caller on the priced times. 0 or 1: no run."""
+        requests decode (TLP 1), nothing can be admitted (static batch, empty queue or full
+        batch), the KV fits every iteration (continuous batching), the iteration cap and
+        the timeline window are not crossed. With ``span`` the run goes on while requests
+        finish (each leaves after its last iteration, as after a step), up to the last
+        one's end; without, it ends with the first iteration that finishes requests.
+        Arrivals are checked by the caller on the priced times. 0 or 1: no run."""
         if not np.all(pre_done[running] >= pre_target[running]):
             return 0
-        k = int((out[running] - gen[running]).min())  # the last one may finish requests
+        rem = out[running] - gen[running]
+        k = int(rem.max() if span else rem.min())  # the last one may finish requests
         cfg = self.cfg
         if cfg.max_iterations is not None:
             k = min(k, cfg.max_iterations - it_count - 1)
@@ -209,22 +211,28 @@ class Simulator:
         if not static:
             if queue and running.size < cfg.batch:
                 return 0  # admission is attempted every iteration
-            # KV blocks of iteration j: blocks(kv + 1 + j) summed; the largest j that fits
+            # KV blocks of iteration j: blocks(kv + 1 + j) summed over the requests still
+            # decoding; the largest j that fits
             base = kv[running] + 1
             last = int(self._blocks(base + (k - 1)).sum())
             if last > self.kv_blocks_total:
                 js = np.arange(k, dtype=np.int64)
-                need = self._blocks(base[None, :] + js[:, None]).sum(axis=1)
-                k = int(np.searchsorted(need, self.kv_blocks_total, side="right"))
+                blk = self._blocks(base[None, :] + js[:, None])
+                if span:
+                    blk *= js[:, None] < rem[None, :]
+                need = blk.sum(axis=1)
+                over = np.flatnonzero(need > self.kv_blocks_total)
+                k = int(over[0]) if over.size else k
         return k if k >= 2 else 0
 
     def _apply_run(
-        self, run: dict[str, np.ndarray], k: int, starts: np.ndarray, running: np.ndarray,
+        self, run: dict[str, np.ndarray], k: int, starts: np.ndarray, rlp: np.ndarray,
         acc: StepCost, steps: dict[str, list] | None, kv_used: list[int] | None = None,
     ) -> float:
         """Account the first ``k`` iterations of ``run`` as :meth:`run`'s loop would, one
         after another (``np.cumsum`` adds in the same order as the loop); returns the new
-        time. ``kv_used``: the first KV tier's blocks after each iteration (KV tiers)."""
+        time. ``rlp``: the requests decoding at each iteration (one token each);
+        ``kv_used``: the first KV tier's blocks after each iteration (KV tiers)."""
         fields = _RUN_FIELDS
         tab = np.empty((len(fields), k + 1))
         for i, f in enumerate(fields):
@@ -234,15 +242,15 @@ class Simulator:
         for i, f in enumerate(fields):
             setattr(acc, f, float(tot[i]))
         if steps is not None:
-            n = int(running.size)
+            n = rlp[:k].tolist()
             steps["start_s"].extend(starts[:k].tolist())
             steps["time_s"].extend(run["time_s"][:k].tolist())
-            steps["rlp"].extend([n] * k)
+            steps["rlp"].extend(n)
             steps["prefill_tokens"].extend([0] * k)
             steps["tlp"].extend([1] * k)
             for f in ("fc_gpu_s", "fc_pim_s", "attention_s", "communication_s"):
                 steps[f].extend(run[f][:k].tolist())
-            steps["tokens"].extend([n] * k)
+            steps["tokens"].extend(n)
             kvh = self.kvh
             if kvh is not None and kv_used is not None:
                 bb = kvh.block_bytes
@@ -253,18 +261,19 @@ class Simulator:
 
     def _finish(
         self, running: np.ndarray, gen: np.ndarray, out: np.ndarray, status: np.ndarray,
-        t_done: np.ndarray, kv: np.ndarray, now: float, finished: int, total_live: int,
-        progress: Callable[[int, int], None] | None,
+        t_done: np.ndarray, kv: np.ndarray, now: float | None, finished: int,
+        total_live: int, progress: Callable[[int, int], None] | None,
     ) -> tuple[np.ndarray, int]:
-        """Finish the running requests that reached their output length at time ``now`` (s):
-        mark them done, free their KV; returns the still running ones and the new count of
-        finished requests."""
+        """Finish the running requests that reached their output length at time ``now`` (s;
+        None: their ``t_done`` is set already): mark them done, free their KV; returns the
+        still running ones and the new count of finished requests."""
         done_mask = gen[running] >= out[running]
         if not done_mask.any():
             return running, finished
         fin = running[done_mask]
         status[fin] = DONE
-        t_done[fin] = now
+        if now is not None:
+            t_done[fin] = now
         kv[fin] = 0
         if self.kvh is not None:
             self.kvh.release(fin)
@@ -440,9 +449,13 @@ class Simulator:
             # context lengths changes between them (then one iteration at a time, below)
             if self.fast_runs and not admitted and (tl_hi <= it_count or it_count + 2 <= tl_lo
                                                     or tl_lo < 0):
+                # (a KV run goes on while requests finish, unless one finishing lets a
+                # queued request in)
+                span = kvh is not None and (static or (not queue and running.size < cfg.batch))
                 k = self._run_length(running, pre_done, pre_target, out, gen, kv, static,
-                                     queue, it_count, tl_lo)
+                                     queue, it_count, tl_lo, span)
                 arriving = not static and running.size < cfg.batch and next_ptr < len(order)
+                rem = out[running] - gen[running]  # iterations each request has left
                 kv_run = None
                 if k >= 2 and kvh is not None:
                     if arriving and last_dec_s > 0:
@@ -454,12 +467,16 @@ class Simulator:
                         ahead = (float(arrival[order[next_ptr]]) - now) / last_dec_s
                         k = min(k, int(ahead) + 2) if ahead >= 1.0 else 0
                     if k >= 2:
-                        kv_run = kvh.decode_run(running, kv[running] + 1, 1, k)
+                        kv_run = kvh.decode_run(running, kv[running] + 1, 1, k,
+                                                rem - 1 if span else None)
                         k = 0 if kv_run is None else kv_run.k
                 if k >= 2:
+                    # requests decoding at each iteration (fewer as they finish)
+                    rlp = np.count_nonzero(rem[None, :] > np.arange(k)[:, None], axis=1)
                     run = self.pricer.decode_run(
                         kv[running] + 1, 1, k,
-                        None if kv_run is None else (kv_run.attention_s, kv_run.attention_j))
+                        None if kv_run is None else (kv_run.attention_s, kv_run.attention_j),
+                        rlp if int(rem.min()) < k else None)
                     times = run["time_s"]
                     starts = np.cumsum(np.concatenate(([now], times)))
                     if arriving:
@@ -470,19 +487,25 @@ class Simulator:
                         kv_run.commit(k if k >= 2 else 0)
                     if k >= 2:
                         last_dec_s = float(times[k - 1])
-                        now = self._apply_run(run, k, starts, running, acc, steps,
+                        now = self._apply_run(run, k, starts, rlp, acc, steps,
                                               None if kv_run is None else kv_run.used)
-                        rlp_sum += running.size * k
-                        tlp_sum += running.size * k
+                        tokens = int(rlp[:k].sum())
+                        rlp_sum += tokens
+                        tlp_sum += tokens
                         dec_only_s = float(np.cumsum(np.concatenate(([dec_only_s],
                                                                      times[:k])))[-1])
-                        dec_only_tok += running.size * k
-                        kv_tok_sum += k * int(kv[running].sum()) + running.size * k * (k - 1) // 2
-                        kv[running] += k
-                        gen[running] += k
+                        dec_only_tok += tokens
+                        c = np.minimum(rem, k)  # iterations each request decoded
+                        kv_tok_sum += int((c * kv[running] + c * (c - 1) // 2).sum())
+                        kv[running] += c
+                        gen[running] += c
                         it_count += k
+                        # requests finish at the end of their last iteration (those that
+                        # finished before the run's last were released by the commit)
+                        ends = rem <= k
+                        t_done[running[ends]] = starts[rem[ends]]
                         running, finished = self._finish(running, gen, out, status, t_done,
-                                                         kv, now, finished, total_live,
+                                                         kv, None, finished, total_live,
                                                          progress)
                         continue
 
