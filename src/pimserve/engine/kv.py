@@ -440,6 +440,9 @@ class KVHierarchy:
         self._used_since = [0] * nt  # self.steps at the tier's last change
         self._attn_by_tier = [0.0] * nt
         self.written_bytes = np.zeros(nt)
+        #: (run, steps applied) of the last committed run while nothing else has stepped or
+        #: reserved since (:meth:`KVRun.take_step`)
+        self._run_mark: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ views and metrics
     @property
@@ -700,14 +703,31 @@ class KVHierarchy:
         rank[by_set] = np.arange(size) - np.searchsorted(srt, srt)
         return order[sets, rank % t.n_bg]
 
-    def reserve(self, reqs: np.ndarray, tokens: np.ndarray) -> float:
+    def write_time_since(self, written0: np.ndarray) -> float:
+        """The link time (s) of the KV written to tiers other than the first since
+        ``written_bytes`` was ``written0``, each tier's bytes as one transfer."""
+        return sum((self.tiers[k].link_time(float(self.written_bytes[k] - written0[k]))
+                    for k in range(1, self.n_tiers)), 0.0)
+
+    def reserve(self, reqs: np.ndarray, tokens: np.ndarray, in_last_step: bool = False) -> float:
         """Allocate blocks so request ``reqs[i]`` holds ``tokens[i]`` tokens; returns the link
-        time (s) of the new KV written to tiers other than the first."""
+        time (s) of the new KV written to tiers other than the first. ``in_last_step``:
+        the blocks are written during the step just taken (a prefill beside the decode
+        step), so they count as resident from that step on."""
+        self._run_mark = None
         if reqs.size == 0:
             return 0.0
+        before = [t.used for t in self.tiers] if in_last_step else None
         if self._summarise(reqs, tokens):
-            return self._reserve_summary(reqs, tokens)[0]
-        return self._reserve(reqs, tokens)[0]
+            out = self._reserve_summary(reqs, tokens)[0]
+        else:
+            out = self._reserve(reqs, tokens)[0]
+        if before is not None:  # the blocks' share of the last step's residency
+            for k, (t, u) in enumerate(zip(self.tiers, before, strict=True)):
+                if t.used > u:
+                    self._used_sum[k] += t.used - u
+                    self._used_peak[k] = max(self._used_peak[k], t.used)
+        return out
 
     def _reserve(
         self, reqs: np.ndarray, tokens: np.ndarray, start: list[np.ndarray] | None = None,
@@ -936,6 +956,7 @@ class KVHierarchy:
         ``ceil(context / block_tokens)`` where the caller has it already. Times in s, energy
         in J."""
         nt = self.n_tiers
+        self._run_mark = None
         if reqs.size == 0:
             self.steps += 1  # (the residency sums credit it at the tiers' next change)
             return KVStep(by_tier_s=(0.0,) * nt)
@@ -1526,54 +1547,60 @@ class KVHierarchy:
                 energy[j] += xj
         used = [t.used + c - r for c, r in zip(accumulate(tl), freed, strict=True)]
         return KVRun(self, k, L * (tt + x_s), L * energy, L * tt, L * x_s, used,
-                     _RunState(reqs, slots, n, tl, nvl, nsel.tolist(), state, [*ln_at, ln_used],
-                               [*u_at, u_used], (nval, *drifts), ndrift, (nr, ncol, codes),
-                               acts, None if live is None else last))
+                     _RunState(reqs, ctx0, slots, n, tl, nvl, nsel.tolist(), state,
+                               [*ln_at, ln_used], [*u_at, u_used], (nval, *drifts), ndrift,
+                               (nr, ncol, codes), acts, None if live is None else last))
 
-    def _commit_run(self, run: KVRun, m: int) -> None:
-        """Apply the first ``m`` steps of ``run`` (0: none, the generator rewound)."""
+    def _commit_run(self, run: KVRun, m0: int, m1: int) -> None:
+        """Apply steps ``m0`` to ``m1 - 1`` of ``run``, its steps before ``m0`` applied
+        already (``m0`` 0: none, and with ``m1`` 0 nothing but the generator rewound)."""
         st = run.state
         rng = self.rng
-        if m < run.k and st.rng_state is not None:
-            rng.bit_generator.state = st.rng_state
+        if st.rng_state is not None and (m0 or m1 < run.k):
+            # the generator stands after all k binomials (m0 0) or after the first m0 (an
+            # earlier commit of fewer than k)
+            if not m0:
+                rng.bit_generator.state = st.rng_state
             p = self.loc.drift_per_step
-            for v in st.nv[:m]:
+            for v in st.nv[m0:m1]:
                 rng.binomial(v, p)
-        if not m:
+        if m1 <= m0:
             return
         dr = self._draws
-        dr._iln += st.ln_at[m]
-        dr._iu += st.u_at[m]
+        dr._iln += st.ln_at[m1] - st.ln_at[m0]
+        dr._iu += st.u_at[m1] - st.u_at[m0]
         slots = st.slots
-        # new blocks, then redraws, of the first m steps (a block is new before any redraw
-        # of it, and the redraws keep their order: as the steps wrote them)
-        nnew = sum(st.total[:m])
+        # new blocks, then redraws, of these steps (a block is new before any redraw of it,
+        # and the redraws keep their order: as the steps wrote them)
+        a0, a1 = sum(st.total[:m0]), sum(st.total[:m1])
         nr, ncol, codes = st.new
         nval, dr_r, dr_c, dr_v = st.sal_changes
-        self._sal[slots[nr[:nnew]], ncol[:nnew]] = nval[:nnew]
-        nd = sum(st.drifts[:m])
-        if nd:
-            self._sal[slots[dr_r[:nd]], dr_c[:nd]] = dr_v[:nd]
-        self._bgx[slots[nr[:nnew]], ncol[:nnew]] = codes[:nnew]
-        gone = None  # requests that finished before the m-th step, in the order released
-        freed = [0] * m  # their blocks, by the step after which they leave
-        if st.last is None or int(st.last.min()) >= m - 1:
-            self.nblk[slots] = st.n[m - 1]
+        self._sal[slots[nr[a0:a1]], ncol[a0:a1]] = nval[a0:a1]
+        d0, d1 = sum(st.drifts[:m0]), sum(st.drifts[:m1])
+        if d1 > d0:
+            self._sal[slots[dr_r[d0:d1]], dr_c[d0:d1]] = dr_v[d0:d1]
+        self._bgx[slots[nr[a0:a1]], ncol[a0:a1]] = codes[a0:a1]
+        gone = None  # requests that finish before step m1 - 1, in the order released
+        freed = [0] * (m1 - m0)  # their blocks, by the step after which they leave
+        if st.last is None or int(st.last.min()) >= m1 - 1:
+            self.nblk[slots] = st.n[m1 - 1]
         else:
-            lastc = np.minimum(st.last, m - 1)
-            self.nblk[slots] = st.n[lastc, np.arange(slots.size)]
-            gone = np.flatnonzero(st.last < m - 1)
-            gone = gone[np.argsort(st.last[gone], kind="stable")]  # by step, then request
-            for j, b in zip(st.last[gone].tolist(), self.nblk[slots[gone]].tolist(),
-                            strict=True):
-                freed[j] += b
+            on = np.flatnonzero(st.last >= m0)  # (those done before m0 are released)
+            lastc = np.minimum(st.last[on], m1 - 1)
+            self.nblk[slots[on]] = st.n[lastc, on]
+            out = on[lastc < m1 - 1]
+            if out.size:
+                gone = out[np.argsort(st.last[out], kind="stable")]  # by step, then request
+                for j, b in zip(st.last[gone].tolist(), self.nblk[slots[gone]].tolist(),
+                                strict=True):
+                    freed[j - m0] += b
         # the first tier's residency sums, as _use(0, new blocks) at each step that adds
         # some and _use(0, -blocks) after each step where requests finish
         s0 = self.steps
         t = self.tiers[0]
         used, since = t.used, self._used_since[0]
         usum, peak = self._used_sum[0], self._used_peak[0]
-        for j, (g, f) in enumerate(zip(st.total[:m], freed, strict=True)):
+        for j, (g, f) in enumerate(zip(st.total[m0:m1], freed, strict=True)):
             if g:
                 if s0 + j != since:
                     usum += used * (s0 + j - since)
@@ -1593,26 +1620,28 @@ class KVHierarchy:
             self._free(slots[gone])
         t.used, self._used_since[0] = used, since
         self._used_sum[0], self._used_peak[0] = usum, peak
+        m = m1 - m0
         self.steps = s0 + m
         if self._need_imp:
             self._imp_stale = True
         # (whole numbers: one sum adds as the steps' adds)
-        self.resident_blocks += float(sum(st.nv[:m]))
-        self.read_blocks += float(sum(st.nsel[:m]))
-        # the activation window after m steps (as m calls of _activate)
+        self.resident_blocks += float(sum(st.nv[m0:m1]))
+        self.read_blocks += float(sum(st.nsel[m0:m1]))
+        # the activation window after these steps (as m calls of _activate)
         W, ring0 = self.window, self._ring
+        acts = st.acts[m0:m1]
         if m <= W:  # the m steps replace m rows of the window
             rows = (ring0 + 1 + np.arange(m)) % W
-            self._act_sum += np.add.reduce(st.acts[:m] - self._act[rows], axis=0)
-            self._act[rows] = st.acts[:m]
+            self._act_sum += np.add.reduce(acts - self._act[rows], axis=0)
+            self._act[rows] = acts
         else:
             lo = m - W
-            self._act_sum[:] = np.add.reduce(st.acts[lo:m], axis=0)
-            self._act[(ring0 + 1 + np.arange(lo, m)) % W] = st.acts[lo:m]
+            self._act_sum[:] = np.add.reduce(acts[lo:], axis=0)
+            self._act[(ring0 + 1 + np.arange(lo, m)) % W] = acts[lo:]
         self._ring = (ring0 + m) % W
         self._act_version += m
         acc = self._attn_by_tier
-        for v in run.by_tier0_s[:m].tolist():
+        for v in run.by_tier0_s[m0:m1].tolist():
             acc[0] += v
 
     def _rebalance(self, slots: np.ndarray, tb: np.ndarray, imp: np.ndarray) -> float:
@@ -2260,9 +2289,11 @@ class _RunState:
     redraws' requests, blocks and values, in order), redraws per step, the new blocks
     ``(request, block, bank-group code)`` in order and each step's bank-group
     activations ``[step, code]``, and each request's last step (None: it decodes at every
-    step)."""
+    step); ``reqs`` and ``ctx0`` are the run's requests and their contexts at its first
+    step (tokens)."""
 
     reqs: np.ndarray
+    ctx0: np.ndarray
     slots: np.ndarray
     n: np.ndarray
     total: list[int]
@@ -2293,10 +2324,42 @@ class KVRun:
     partials0_s: np.ndarray
     used: list[int]
     state: _RunState
+    applied: int | None = None  # steps applied (None: not committed yet)
 
     def commit(self, m: int) -> None:
         """Apply the first ``m`` (0 to ``k``) steps to the hierarchy, as ``m`` calls of
         :meth:`KVHierarchy.step` would; with ``m`` 0 nothing changes."""
-        if not 0 <= m <= self.k:
-            raise ValueError(f"a run of {self.k} steps cannot apply {m}")
-        self.kvh._commit_run(self, m)
+        if not 0 <= m <= self.k or self.applied is not None:
+            raise ValueError(f"a run of {self.k} steps cannot apply {m} "
+                             f"(applied: {self.applied})")
+        self.kvh._commit_run(self, 0, m)
+        self.applied = m
+        self.kvh._run_mark = (id(self), m)  # (any other step or reservation clears it)
+
+    def live(self, j: int) -> np.ndarray:
+        """Which of the run's requests decode at step ``j`` (bool per request)."""
+        last = self.state.last
+        return np.ones(self.state.reqs.size, dtype=bool) if last is None else last >= j
+
+    def take_step(self, reqs: np.ndarray, context: np.ndarray) -> KVStep | None:
+        """Step ``j`` of the run, the one after the steps committed, as the next call of
+        ``step(reqs, context, 1, reserve=True)`` would price and apply it, where that
+        call is that step (the same requests, contexts and hierarchy state as the run
+        assumed: nothing else has touched the hierarchy but the release of the requests
+        that finished at step ``j - 1``); None, having changed nothing, where it is not."""
+        j, kvh = self.applied, self.kvh
+        if j is None or j >= self.k or kvh._run_mark != (id(self), j):
+            return None
+        st = self.state
+        live = self.live(j)
+        mine = st.reqs[live]
+        if not (np.array_equal(mine, reqs) and np.array_equal(context, st.ctx0[live] + j)):
+            return None
+        kvh._commit_run(self, j, j + 1)
+        self.applied = j + 1
+        kvh._run_mark = None
+        rest = kvh._zero_tail
+        return KVStep(attention_s=float(self.attention_s[j]),
+                      attention_j=float(self.attention_j[j]),
+                      by_tier_s=(float(self.by_tier0_s[j]), *rest),
+                      partials_by_tier_s=(float(self.partials0_s[j]), *rest))

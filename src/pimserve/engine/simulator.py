@@ -384,6 +384,7 @@ class Simulator:
         static = self.batching == "static"
         kvh = self.kvh
         kv_tok_sum = 0
+        pending = None  # the last run of KV steps, for its next step (KVRun.take_step)
         last_dec_s = 0.0  # the last decode-only iteration's time (s): how long KV runs are priced
         steps: dict[str, list] | None = None
         if cfg.record_steps:
@@ -485,6 +486,7 @@ class Simulator:
                         k = min(k, int(np.searchsorted(starts[:k], t_a, side="left")))
                     if kv_run is not None:
                         kv_run.commit(k if k >= 2 else 0)
+                        pending = kv_run  # its next step may be the next iteration's
                     if k >= 2:
                         last_dec_s = float(times[k - 1])
                         now = self._apply_run(run, k, starts, rlp, acc, steps,
@@ -547,13 +549,19 @@ class Simulator:
             if trace is not None and kvh is not None:
                 kv_before = (kvh.written_bytes.copy(), kvh.migrated_bytes)
             if kvh is not None:
-                if pre.size:
-                    kv_write_s = kvh.reserve(np.concatenate([pre, dec]),
-                                             np.concatenate([kv[pre] + chunks, dec_ctx]))
-                    kv_step = kvh.step(dec, dec_ctx, tlp, blocks=dec_blocks)
-                else:  # the same, in one call
+                # the decoding requests' step (their new blocks reserved first), taken from
+                # the last run of steps where it priced this very step; then the prefill
+                # chunks' blocks (mapped on the activations up to this step)
+                if pending is not None and tlp == 1:
+                    kv_step = pending.take_step(dec, dec_ctx)
+                pending = None
+                written0 = kvh.written_bytes.copy() if pre.size else None
+                if kv_step is None:
                     kv_step = kvh.step(dec, dec_ctx, tlp, reserve=True, blocks=dec_blocks)
-                    kv_write_s = kv_step.write_s
+                kv_write_s = kv_step.write_s
+                if pre.size:
+                    kvh.reserve(pre, kv[pre] + chunks, in_last_step=True)
+                    kv_write_s = kvh.write_time_since(written0)
                 if trace is not None:
                     trace.update(self._kv_trace(*kv_before, kv_write_s))
             cost = self.pricer.step(
