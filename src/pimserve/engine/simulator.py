@@ -473,11 +473,16 @@ class Simulator:
                         k = 0 if kv_run is None else kv_run.k
                 if k >= 2:
                     # requests decoding at each iteration (fewer as they finish)
-                    rlp = np.count_nonzero(rem[None, :] > np.arange(k)[:, None], axis=1)
+                    shrinks = int(rem.min()) < k
+                    if shrinks:
+                        rlp = running.size - np.bincount(np.minimum(rem, k), minlength=k + 1)[
+                            :k].cumsum()
+                    else:
+                        rlp = np.full(k, running.size)
                     run = self.pricer.decode_run(
                         kv[running] + 1, 1, k,
                         None if kv_run is None else (kv_run.attention_s, kv_run.attention_j),
-                        rlp if int(rem.min()) < k else None)
+                        rlp if shrinks else None)
                     times = run["time_s"]
                     starts = np.cumsum(np.concatenate(([now], times)))
                     if arriving:
@@ -491,17 +496,26 @@ class Simulator:
                         last_dec_s = float(times[k - 1])
                         now = self._apply_run(run, k, starts, rlp, acc, steps,
                                               None if kv_run is None else kv_run.used)
-                        tokens = int(rlp[:k].sum())
+                        n_run = running.size
+                        tokens = int(rlp[:k].sum()) if shrinks else n_run * k
                         rlp_sum += tokens
                         tlp_sum += tokens
                         dec_only_s = float(np.cumsum(np.concatenate(([dec_only_s],
                                                                      times[:k])))[-1])
                         dec_only_tok += tokens
+                        it_count += k
+                        if not shrinks:  # every request decoded k tokens
+                            kv_tok_sum += k * int(kv[running].sum()) + n_run * k * (k - 1) // 2
+                            kv[running] += k
+                            gen[running] += k
+                            running, finished = self._finish(running, gen, out, status, t_done,
+                                                             kv, now, finished, total_live,
+                                                             progress)
+                            continue
                         c = np.minimum(rem, k)  # iterations each request decoded
                         kv_tok_sum += int((c * kv[running] + c * (c - 1) // 2).sum())
                         kv[running] += c
                         gen[running] += c
-                        it_count += k
                         # requests finish at the end of their last iteration (those that
                         # finished before the run's last were released by the commit)
                         ends = rem <= k
