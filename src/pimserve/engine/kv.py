@@ -494,6 +494,13 @@ class KVHierarchy:
         t.used += delta
 
     @property
+    def runs_possible(self) -> bool:
+        """Whether :meth:`decode_run` can ever price runs of steps on this hierarchy: sparse
+        reads, one replica set on the first tier, power-of-two blocks, a salience model
+        (it then prices them while every block is on the first tier)."""
+        return self._one_tier_ok
+
+    @property
     def attention_by_tier_s(self) -> np.ndarray:
         """Decode attention time of each tier, all layers, summed over steps (s)."""
         return np.array(self._attn_by_tier, dtype=np.float64)

@@ -160,7 +160,7 @@ class Simulator:
         #: draws of the locality model)
         self.fast_runs = (
             cfg.speculation == "fixed" and cfg.tlp == 1
-            and (self.kvh is None or self.kvh._one_tier_ok)
+            and (self.kvh is None or self.kvh.runs_possible)
             and self._expert_probs is None and cfg.draft_model is None
         )
         self.max_run = 4096  # iterations priced in one call (bounds the [run x batch] arrays)
