@@ -1339,7 +1339,7 @@ class KVHierarchy:
         state = None
         if p > 0:
             state = rng.bit_generator.state
-            kd = [rng.binomial(v, p) for v in nvl]
+            kd = rng.binomial(nv, p).tolist()  # (one call: the same draws, in order)
         else:
             kd = [0] * k
         ln_left, u_left = dr._ln.size - dr._iln, dr._u.size - dr._iu
@@ -1357,7 +1357,7 @@ class KVHierarchy:
                 if k < 2:
                     return None
                 if p > 0:
-                    kd = [rng.binomial(v, p) for v in nvl[:k]]
+                    kd = rng.binomial(nv[:k], p).tolist()
                 ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
                 nv, nvl = nv[:k], nvl[:k]
                 steps_k, freed = steps_k[:k], freed[:k]
@@ -1505,17 +1505,21 @@ class KVHierarchy:
                     if not g:
                         continue
                     act = base[j]  # (row j serves step j only: the mapping may mark it)
-                    if a:
-                        act = act + np.bincount(rel[:a], wsum[:a, j], minlength=nbg)
                     if g == 1:
-                        rel[a] = act.argmin()
-                    elif g <= min(_SMALL_MAP, nbg):  # the stable order's first few
+                        rel[a] = c = act.argmin()
+                        if j + 1 < k:  # its activations join the later steps' windows
+                            base[j + 1:, c] += wsum[a, j + 1:]
+                        a += 1
+                        continue
+                    if g <= min(_SMALL_MAP, nbg):  # the stable order's first few
                         for i in range(a, a + g):
                             rel[i] = b = act.argmin()
                             act[b] = _TAKEN
                     else:
                         order = np.argsort(act, kind="stable")
                         rel[a: a + g] = order[:g] if g <= nbg else order[np.arange(g) % nbg]
+                    if j + 1 < k:
+                        np.add.at(base[j + 1:].T, rel[a: a + g], wsum[a: a + g, j + 1:])
                     a += g
                 codes += off
             idx = steps_k[None, :] * ncodes + codes[:, None]
@@ -1568,9 +1572,8 @@ class KVHierarchy:
             # earlier commit of fewer than k)
             if not m0:
                 rng.bit_generator.state = st.rng_state
-            p = self.loc.drift_per_step
-            for v in st.nv[m0:m1]:
-                rng.binomial(v, p)
+            if m1 > m0:  # (one call: the same draws, in order)
+                rng.binomial(np.asarray(st.nv[m0:m1]), self.loc.drift_per_step)
         if m1 <= m0:
             return
         dr = self._draws
