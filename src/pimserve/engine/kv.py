@@ -1519,7 +1519,10 @@ class KVHierarchy:
                         order = np.argsort(act, kind="stable")
                         rel[a: a + g] = order[:g] if g <= nbg else order[np.arange(g) % nbg]
                     if j + 1 < k:
-                        np.add.at(base[j + 1:].T, rel[a: a + g], wsum[a: a + g, j + 1:])
+                        if g <= nbg:  # (distinct bank groups)
+                            base[j + 1:, rel[a: a + g]] += wsum[a: a + g, j + 1:].T
+                        else:
+                            np.add.at(base[j + 1:].T, rel[a: a + g], wsum[a: a + g, j + 1:])
                     a += g
                 codes += off
             idx = steps_k[None, :] * ncodes + codes[:, None]
