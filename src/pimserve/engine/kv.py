@@ -1323,14 +1323,10 @@ class KVHierarchy:
         for j, (c, w) in enumerate(zip(accumulate(tl), n.max(axis=1).tolist(), strict=True)):
             if c - freed[j] > room or w > cols:
                 k = j
-                if k < 2:
-                    return None
-                ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
-                steps_k, freed = steps_k[:k], freed[:k]
-                if live is not None:
-                    live = live[:k]
                 break
-        nv = np.add.reduce(n, axis=1)
+        if k < 2:
+            return None
+        nv = np.add.reduce(n[:k], axis=1)
         nvl = nv.tolist()
         # ---- the draws: Binomial(blocks, drift) per step from the generator, then the
         # buffered log-normals (new blocks, then redrawn ones) and uniforms (redraws)
@@ -1358,14 +1354,15 @@ class KVHierarchy:
                     return None
                 if p > 0:
                     kd = rng.binomial(nv[:k], p).tolist()
-                ctx, need, n, prev, grow, tl = ctx[:k], need[:k], n[:k], prev[:k], grow[:k], tl[:k]
                 nv, nvl = nv[:k], nvl[:k]
-                steps_k, freed = steps_k[:k], freed[:k]
-                if live is not None:
-                    live = live[:k]
                 a, b = ln_at[k], u_at[k]
                 ln_at, u_at = ln_at[:k], u_at[:k]
                 break
+        if k < n.shape[0]:  # the run stops early: every per-step array to its k steps
+            ctx, n, prev, grow, tl = ctx[:k], n[:k], prev[:k], grow[:k], tl[:k]
+            steps_k, freed = steps_k[:k], freed[:k]
+            if live is not None:
+                live = live[:k]
         ln_used, u_used = a, b
         LN = dr._ln[dr._iln: dr._iln + ln_used]
         U = dr._u[dr._iu: dr._iu + u_used]
