@@ -186,7 +186,7 @@ class Simulator:
 
     def _run_length(
         self, running: np.ndarray, pre_done: np.ndarray, pre_target: np.ndarray,
-        out: np.ndarray, gen: np.ndarray, kv: np.ndarray, static: bool, queue: deque,
+        rem: np.ndarray, kv: np.ndarray, static: bool, queue: deque,
         it_count: int, tl_lo: int, span: bool,
     ) -> int:
         """How many decode-only iterations from now can be priced as one run: all running
@@ -195,10 +195,10 @@ class Simulator:
         the timeline window are not crossed. With ``span`` the run goes on while requests
         finish (each leaves after its last iteration, as after a step), up to the last
         one's end; without, it ends with the first iteration that finishes requests.
-        Arrivals are checked by the caller on the priced times. 0 or 1: no run."""
+        ``rem``: the iterations each running request has left. Arrivals are checked by the
+        caller on the priced times. 0 or 1: no run."""
         if not np.all(pre_done[running] >= pre_target[running]):
             return 0
-        rem = out[running] - gen[running]
         k = int(rem.max() if span else rem.min())  # the last one may finish requests
         cfg = self.cfg
         if cfg.max_iterations is not None:
@@ -453,10 +453,10 @@ class Simulator:
                 # (a KV run goes on while requests finish, unless one finishing lets a
                 # queued request in)
                 span = kvh is not None and (static or (not queue and running.size < cfg.batch))
-                k = self._run_length(running, pre_done, pre_target, out, gen, kv, static,
-                                     queue, it_count, tl_lo, span)
-                arriving = not static and running.size < cfg.batch and next_ptr < len(order)
                 rem = out[running] - gen[running]  # iterations each request has left
+                k = self._run_length(running, pre_done, pre_target, rem, kv, static, queue,
+                                     it_count, tl_lo, span)
+                arriving = not static and running.size < cfg.batch and next_ptr < len(order)
                 kv_run = None
                 if k >= 2 and kvh is not None:
                     if arriving and last_dec_s > 0:
