@@ -187,33 +187,30 @@ class IterationPricer:
         migrations).
 
         ``rlp`` (with ``kv_attention``): the requests decoding at each iteration, where some
-        finish inside the run (None: all of ``ctx0`` at every one); each iteration is then
-        priced as :meth:`step` prices its own batch, the FC, LM head, transfer and norm
-        costs looked up per distinct batch."""
-        if rlp is not None:
-            assert kv_attention is not None
-            return self._decode_run_varying(tlp, k, kv_attention, rlp)
+        finish inside the run (None: all of ``ctx0`` at every one); each iteration is
+        priced as :meth:`step` prices its own batch (:meth:`_decode_run_kv`)."""
+        if kv_attention is not None:
+            return self._decode_run_kv(tlp, k, kv_attention,
+                                       np.full(k, ctx0.size) if rlp is None else rlp)
+        assert rlp is None, "rlp needs kv_attention"
         n_dec = int(ctx0.size)
         m_dec = m_tok = n_dec * tlp
         L = self.model.n_layers
         fc = self._fc_for(m_tok, False, None)
         head = self.lm_head(m_dec, False)
         g = self.attn_group
-        if kv_attention is not None:  # as step() with a kv_step
-            attn_s, attn_j = kv_attention[0] / L, kv_attention[1] / L
+        ctx = ctx0[None, :] + tlp * np.arange(k, dtype=np.int64)[:, None]
+        cmax = int(ctx[-1].max())
+        t_tab, e_tab = self.attention_table(tlp, cmax, self._stream_ops)
+        attn_j = e_tab[ctx].sum(axis=1)
+        if self._once_ops:
+            o_tab, oe_tab = self.attention_table(tlp, cmax, self._once_ops)
+            once = o_tab[ctx].max(axis=1)
+            attn_j = attn_j + oe_tab[ctx].sum(axis=1)
         else:
-            ctx = ctx0[None, :] + tlp * np.arange(k, dtype=np.int64)[:, None]
-            cmax = int(ctx[-1].max())
-            t_tab, e_tab = self.attention_table(tlp, cmax, self._stream_ops)
-            attn_j = e_tab[ctx].sum(axis=1)
-            if self._once_ops:
-                o_tab, oe_tab = self.attention_table(tlp, cmax, self._once_ops)
-                once = o_tab[ctx].max(axis=1)
-                attn_j = attn_j + oe_tab[ctx].sum(axis=1)
-            else:
-                once = np.zeros(k)
-            attn_s = self._dataflow.group_time_rows_s(t_tab[ctx], once, self.model.n_kv_heads,
-                                                      g.count)
+            once = np.zeros(k)
+        attn_s = self._dataflow.group_time_rows_s(t_tab[ctx], once, self.model.n_kv_heads,
+                                                  g.count)
         comm_s = fc.comm_s
         comm_j = 0.0
         if n_dec and g.link is not None:
@@ -224,7 +221,7 @@ class IterationPricer:
         fc_gpu_layer_s: Any = fc.gpu_s
         ovl_j = 0.0
         ovl = self.built.spec.policies.overlap
-        if ovl is not None and n_dec and self.built.gpu and kv_attention is None:
+        if ovl is not None and n_dec and self.built.gpu:
             rest, proj, ffn, ovl_j = self._overlap_parts(fc, m_tok, ovl)
             fc_gpu_layer_s, attn_s = self._overlap_combine(rest, proj, ffn, attn_s,
                                                            ovl.subbatches)
@@ -251,7 +248,7 @@ class IterationPricer:
         return out
 
     def _decode_consts(self, n_dec: int, tlp: int) -> tuple[float, ...]:
-        """What :meth:`decode_run` adds to a KV run's attention for an iteration of
+        """What :meth:`_decode_run_kv` adds to a KV run's attention for an iteration of
         ``n_dec`` decoding requests, as :meth:`step` prices it (memoised): (FC on GPUs s,
         FC on PIM s, communication s, norms s, the rest of the energy per layer J (FC,
         transfers), norms J per layer, LM head J, FC-on-GPU J, FC-on-PIM J,
@@ -279,13 +276,14 @@ class IterationPricer:
         self._fc[key] = out
         return out
 
-    def _decode_run_varying(
+    def _decode_run_kv(
         self, tlp: int, k: int, kv_attention: tuple[np.ndarray, np.ndarray],
         rlp: np.ndarray,
     ) -> dict[str, np.ndarray]:
-        """:meth:`decode_run` of a KV run whose batch shrinks as requests finish: each
-        iteration's FC, LM head, transfers and norms for its own batch (``rlp[j]``
-        requests), with :meth:`decode_run`'s arithmetic elementwise."""
+        """:meth:`decode_run` on a system with KV tiers: the KV steps' attention (s, J, all
+        layers) plus each iteration's FC, LM head, transfers and norms for its own batch
+        (``rlp[j]`` requests; the batch shrinks as requests finish), with :meth:`step`'s
+        arithmetic elementwise (no overlap: :meth:`step` applies none with a KV step)."""
         L = self.model.n_layers
         vals, inv = np.unique(rlp[:k], return_inverse=True)
         tab = np.array([self._decode_consts(int(v), tlp) for v in vals.tolist()])[inv]
