@@ -22,14 +22,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
+from _azure import AZURE_CONV, azure_conv
 from pimserve import simulate
-from pimserve.workload import load_trace
-from pimserve.workload.presets import WORKLOADS
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DEFAULT_TRACE = SHARED / "traces" / "azure_llm_2023_conv.csv"
 
 
 def _rate(system: str, args: argparse.Namespace, reqs: object) -> float:
@@ -56,7 +51,7 @@ def compare(args: argparse.Namespace, reqs: object, label: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--trace", default=str(DEFAULT_TRACE))
+    ap.add_argument("--trace", default=str(AZURE_CONV))
     ap.add_argument("--system", default="papi")
     ap.add_argument("--model", default="llama-65b")
     ap.add_argument("--requests", type=int, default=None, help="first N requests only")
@@ -64,12 +59,7 @@ def main() -> None:
     ap.add_argument("--against", default=None, help="a second system, run alternately")
     ap.add_argument("--repeat", type=int, default=3, help="pairs of runs with --against")
     args = ap.parse_args()
-    if Path(args.trace).exists():
-        reqs = load_trace(args.trace, "azure")
-        label = Path(args.trace).name
-    else:
-        reqs = WORKLOADS.get("azure-conv")(19366, 0, None)
-        label = "azure-conv (synthetic; trace not found)"
+    reqs, label = azure_conv(args.trace)
     if args.requests:
         reqs = reqs.head(args.requests)
     if args.against:

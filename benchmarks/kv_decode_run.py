@@ -18,16 +18,12 @@ import argparse
 import copy
 import hashlib
 import time
-from pathlib import Path
 
 import numpy as np
 
+from _azure import azure_conv
 from pimserve import simulate
 from pimserve.engine import kv
-from pimserve.workload import load_trace
-from pimserve.workload.presets import WORKLOADS
-
-TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"
 
 
 def main() -> None:
@@ -37,10 +33,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
-    if TRACE.exists():
-        reqs = load_trace(str(TRACE), "azure").head(args.requests)
-    else:
-        reqs = WORKLOADS.get("azure-conv")(args.requests, 0, None)
+    reqs = azure_conv()[0].head(args.requests)
     caps: list[tuple] = []
     orig = kv.KVHierarchy.decode_run
     seen = [0]

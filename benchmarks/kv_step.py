@@ -20,19 +20,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from _azure import azure_conv
 from pimserve.api import load_model, load_system, load_workload
 from pimserve.engine.config import RunConfig
 from pimserve.engine.kv import KVHierarchy
 from pimserve.engine.simulator import Simulator
-from pimserve.workload import load_trace
-from pimserve.workload.presets import WORKLOADS
-
-TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"
 
 
 def _copy(a: Any) -> Any:
@@ -76,8 +72,7 @@ def main() -> None:
     ap.add_argument("--general", action="store_true", help="without the one-tier fast path")
     args = ap.parse_args()
     if args.case == "conv":
-        reqs = (load_trace(TRACE, "azure") if TRACE.exists()
-                else WORKLOADS.get("azure-conv")(19366, 0, None)).head(4000)
+        reqs = azure_conv()[0].head(4000)
         cfg = RunConfig(batching="continuous", batch=256)
         sim = Simulator(load_system("pam"), load_model("llama-65b"), reqs, cfg)
     else:
