@@ -137,6 +137,16 @@ def _alternating(n: int) -> np.ndarray:
     return _ALT[:n]
 
 
+def _binomials(rng: np.random.Generator, n: np.ndarray, p: float
+               ) -> tuple[list[int], tuple[dict, dict]]:
+    """``Binomial(n[j], p)`` for every ``j`` in order (the same draws as one call) and the
+    generator's states after all but the last and after all."""
+    a = rng.binomial(n[:-1], p).tolist()
+    before_last = rng.bit_generator.state
+    a.append(int(rng.binomial(n[-1], p)))
+    return a, (before_last, rng.bit_generator.state)
+
+
 class _Draws:
     """Random draws in bulk for the locality model: uniforms on [0, 1) and log-normal
     saliences ``exp(sigma N(0, 1))``, drawn ``size`` at a time from ``rng`` and handed out in
@@ -598,7 +608,7 @@ class KVHierarchy:
         reqs = np.asarray(reqs, dtype=np.int64)
         if reqs.size == 0:
             return
-        if reqs.size > 1 and np.unique(reqs).size != reqs.size:
+        if reqs.size > 1 and len(set(reqs.tolist())) != reqs.size:
             for r in reqs.tolist():  # a request named twice: free it once, in order
                 self.release(np.asarray([r]))
             return
@@ -1332,10 +1342,10 @@ class KVHierarchy:
         # buffered log-normals (new blocks, then redrawn ones) and uniforms (redraws)
         loc, dr, rng = self.loc, self._draws, self.rng
         p = loc.drift_per_step
-        state = None
+        state = states = None
         if p > 0:
             state = rng.bit_generator.state
-            kd = rng.binomial(nv, p).tolist()  # (one call: the same draws, in order)
+            kd, states = _binomials(rng, nv, p)
         else:
             kd = [0] * k
         ln_left, u_left = dr._ln.size - dr._iln, dr._u.size - dr._iu
@@ -1353,7 +1363,7 @@ class KVHierarchy:
                 if k < 2:
                     return None
                 if p > 0:
-                    kd = rng.binomial(nv[:k], p).tolist()
+                    kd, states = _binomials(rng, nv[:k], p)
                 nv, nvl = nv[:k], nvl[:k]
                 a, b = ln_at[k], u_at[k]
                 ln_at, u_at = ln_at[:k], u_at[:k]
@@ -1560,7 +1570,8 @@ class KVHierarchy:
         return KVRun(self, k, L * (tt + x_s), L * energy, L * tt, L * x_s, used,
                      _RunState(reqs, ctx0, slots, n, tl, nvl, nsel.tolist(), state,
                                [*ln_at, ln_used], [*u_at, u_used], (nval, *drifts), ndrift,
-                               (nr, ncol, codes), acts, None if live is None else last))
+                               (nr, ncol, codes), acts, None if live is None else last,
+                               states))
 
     def _commit_run(self, run: KVRun, m0: int, m1: int) -> None:
         """Apply steps ``m0`` to ``m1 - 1`` of ``run``, its steps before ``m0`` applied
@@ -1569,11 +1580,15 @@ class KVHierarchy:
         rng = self.rng
         if st.rng_state is not None and (m0 or m1 < run.k):
             # the generator stands after all k binomials (m0 0) or after the first m0 (an
-            # earlier commit of fewer than k)
-            if not m0:
-                rng.bit_generator.state = st.rng_state
-            if m1 > m0:  # (one call: the same draws, in order)
-                rng.binomial(np.asarray(st.nv[m0:m1]), self.loc.drift_per_step)
+            # earlier commit of fewer than k); its states after k - 1 and after k were kept
+            # (a run cut by an arrival commits k - 1 steps, then its step k - 1 is taken)
+            if m1 >= run.k - 1 and st.rng_after is not None:
+                rng.bit_generator.state = st.rng_after[m1 - run.k + 1]
+            else:
+                if not m0:
+                    rng.bit_generator.state = st.rng_state
+                if m1 > m0:  # (one call: the same draws, in order)
+                    rng.binomial(np.asarray(st.nv[m0:m1]), self.loc.drift_per_step)
         if m1 <= m0:
             return
         dr = self._draws
@@ -2317,6 +2332,7 @@ class _RunState:
     new: tuple[np.ndarray, ...]
     acts: np.ndarray
     last: np.ndarray | None
+    rng_after: tuple[dict, dict] | None = None
 
 
 @dataclass

@@ -285,8 +285,16 @@ class IterationPricer:
         (``rlp[j]`` requests; the batch shrinks as requests finish), with :meth:`step`'s
         arithmetic elementwise (no overlap: :meth:`step` applies none with a KV step)."""
         L = self.model.n_layers
-        vals, inv = np.unique(rlp[:k], return_inverse=True)
-        tab = np.array([self._decode_consts(int(v), tlp) for v in vals.tolist()])[inv]
+        r = rlp[:k]  # (never grows: requests only finish inside a run)
+        if r[0] == r[k - 1]:
+            tab = np.tile(np.array(self._decode_consts(int(r[0]), tlp)), (k, 1))
+        else:
+            step = np.empty(k, dtype=bool)
+            step[0] = False
+            np.not_equal(r[1:], r[:-1], out=step[1:])
+            vals = r[np.flatnonzero(step)].tolist()
+            tab = np.array([self._decode_consts(int(r[0]), tlp)]
+                           + [self._decode_consts(v, tlp) for v in vals])[np.cumsum(step)]
         (fc_gpu, fc_pim, comm, norms, fc_e, comm_j, norm_j, head_e, gpu_j, pim_j, comm_all_j,
          gpu_flops, flops) = tab.T
         attn_s, attn_j = kv_attention[0] / L, kv_attention[1] / L
