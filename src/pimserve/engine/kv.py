@@ -1816,9 +1816,13 @@ class KVHierarchy:
             cand = i[((i - first[:-1]) % 2 == 0) & (ts[1:] == ts[:-1])]
             if cand.size == 0:
                 return
-            if cand.size > excess:  # the coldest pairs (by the warmer of the two)
+            # the coldest pairs (by the warmer of the two): as many as are in excess, and at
+            # most the colder half, so that the warm columns stay single while colder ones
+            # can merge again (the next pass pairs the merged columns anew)
+            take = min(excess, max(1, cand.size // 2))
+            if cand.size > take:
                 warm = sal[order[cand + 1]]
-                cand = np.sort(cand[np.argsort(warm, kind="stable")[:excess]])
+                cand = np.sort(cand[np.argsort(warm, kind="stable")[:take]])
             a, b = order[cand], order[cand + 1]
             wa, wb = w[a], w[b]
             for side, ws in ((a, wa), (b, wb)):  # single blocks join the merged blocks
