@@ -103,14 +103,65 @@ def test_summary_matches_the_exact_model_on_one_tier() -> None:
 
 def test_summary_matches_the_exact_model_with_round_robin_mapping() -> None:
     """As above with round-robin bank-group mapping (a block's bank group follows its index in
-    its request, which the summary does not keep for the blocks Algorithm 2 moves): HBM-PIM's
-    attention within 8% (measured: at most 3%), throughput within 2%."""
+    its request: the summary keeps each single column's index, so that a block Algorithm 2
+    moves lands where the exact model puts it). Means over the same 3 seeds: throughput, KV
+    per tier, DDR-PIM attention and migrated bytes within 2% (measured: at most 0.4%);
+    HBM-PIM attention within 4% (measured: +2.6%). Over 48 seeds it is +0.7% to +2.5%
+    (docs/models.md): a residual bias of about 1.7% that 3 seeds, each moving it by about 4%,
+    cannot bound at 2%."""
     spec, reqs = _three_tiers(), _long_requests(12, 15_000, 45_000)
     opts = {"kv_summary_columns": 512, "kv_exact_max_blocks": 512, "kv_mapping": "round-robin"}
     exact = _mean_results(spec, reqs, "exact", 3, **opts)
     summ = _mean_results(spec, reqs, "summary", 3, **opts)
-    for k, bound in (("throughput", 0.02), ("attention_hbm", 0.08)):
-        assert abs(summ[k] / exact[k] - 1.0) <= bound, k
+    for k in ("throughput", "kv_hbm", "kv_ddr", "attention_hbm", "attention_ddr", "migrated"):
+        bound = 0.04 if k == "attention_hbm" else 0.02
+        assert abs(summ[k] / exact[k] - 1.0) <= bound, (k, summ[k], exact[k])
+
+
+@pytest.mark.parametrize("mapping", ["greedy", "round-robin"])
+def test_summary_reads_the_exact_models_blocks_without_drift_or_migration(mapping) -> None:
+    """Without drift and without Algorithm 2 the blocks a step reads are the exact model's,
+    which the summary keeps as columns of their own (merging only colder ones): HBM-PIM's
+    attention, which waits on its busiest bank group, within 0.5% of the exact model's
+    (measured: 0.0%; when a merge could take every pair of columns, the read blocks merged
+    too and their reads were drawn from histograms: +4.7% with round-robin, -2.7% greedy)."""
+    d = _three_tiers().model_dump()
+    d["policies"]["kv"]["locality"]["drift_per_step"] = 0.0
+    spec = validate(SystemSpec, d, "system")
+    reqs = _long_requests(12, 15_000, 45_000)
+    opts = {"kv_summary_columns": 1024, "kv_exact_max_blocks": 1024, "kv_mapping": mapping,
+            "kv_scheduling": False, "batching": "static"}
+    exact = _mean_results(spec, reqs, "exact", 2, **opts)
+    summ = _mean_results(spec, reqs, "summary", 2, **opts)
+    assert abs(summ["attention_hbm"] / exact["attention_hbm"] - 1.0) <= 0.005
+
+
+def test_round_robin_summary_maps_single_columns_by_their_index() -> None:
+    """Round-robin on the summary model: after merges, drift and Algorithm 2's moves, every
+    column of one block whose index is known sits on bank group ``index mod n_bg`` of its
+    tier, as in the exact model; some of them moved between tiers."""
+    from pimserve.engine.simulator import Simulator
+
+    spec, reqs = _three_tiers(), _long_requests(12, 15_000, 45_000)
+    cfg = RunConfig(batch=12, batching="static", kv_summary_columns=512,
+                    kv_exact_max_blocks=512, kv_mapping="round-robin", max_iterations=30)
+    sim = Simulator(spec, load_model("llama3.1-8b"), reqs, cfg)
+    kvh = sim.kvh
+    sim.run()
+    assert kvh is not None and kvh._idx is not None and kvh.migrated_bytes > 0
+    slots = np.flatnonzero(kvh.nblk[:-1] > 0)
+    assert kvh._has_merged[slots].any()
+    C = int(kvh.nblk[slots].max())
+    valid = np.arange(C) < kvh.nblk[slots][:, None]
+    one = valid & (kvh._wt[slots, :C] == 1) & (kvh._idx[slots, :C] >= 0)
+    codes = kvh._bgx[slots, :C][one].astype(np.int64)
+    idx = kvh._idx[slots, :C][one].astype(np.int64)
+    tier = kvh._tier_of_code[codes]
+    off = np.asarray(kvh._bg_off)[tier]
+    nbg = np.array([t.n_bg for t in kvh.tiers])[tier]
+    assert all(t.sets == 1 for t in kvh.tiers)
+    assert np.array_equal(codes - off, idx % nbg)
+    assert (tier > 0).any() and (tier == 0).any()
 
 
 def _resident_by_code(kvh: KVHierarchy, slots: np.ndarray) -> np.ndarray:

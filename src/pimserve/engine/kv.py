@@ -401,6 +401,12 @@ class KVHierarchy:
         # blocks each column stands for (1 until the summary model merges; 1 past a request's
         # columns, which the masks exclude)
         self._wt = np.ones((max_slots + 1, self._cols), dtype=np.int64)
+        #: round-robin mapping on the summary model: each column's block index in its request
+        #: (its sample's for a merged column; -1 where unknown: a block split off merged
+        #: ones), which maps a block that Algorithm 2 moves as the exact model maps it
+        self._idx: np.ndarray | None = None
+        if self.summary_columns is not None and self.mapping == "round-robin":
+            self._idx = np.full((max_slots + 1, self._cols), -1, dtype=np.int32)
         self._mh = np.zeros((max_slots + 1, self._hoff[-1] if self.summary_columns else 0),
                             dtype=np.int64)
         # of those, the blocks the request's last step read, by bank group (``_loads``)
@@ -529,7 +535,8 @@ class KVHierarchy:
     def state_bytes(self, cols: int) -> int:
         """Bytes the KV state needs when the widest request holds ``cols`` columns."""
         rows = self.max_slots + 1
-        return rows * cols * (2 + 4 + 4 + 8) + rows * cols * 6 * 8
+        idx = 4 if getattr(self, "_idx", None) is not None else 0
+        return rows * cols * (2 + 4 + 4 + 8 + idx) + rows * cols * 6 * 8
 
     def _grow(self, cols: int) -> None:
         need = self.state_bytes(cols)
@@ -550,6 +557,8 @@ class KVHierarchy:
 
         self._bgx, self._sal, self._imp = widen(self._bgx), widen(self._sal), widen(self._imp)
         self._wt = widen(self._wt, 1)
+        if self._idx is not None:
+            self._idx = widen(self._idx, -1)
         self._cols = new
 
     def _recency_rows(self, n: np.ndarray) -> np.ndarray:
@@ -641,6 +650,8 @@ class KVHierarchy:
             counts = np.bincount(t.ravel() + 1, weights=w,
                                  minlength=self.n_tiers + 1).astype(np.int64).tolist()
             self._bgx[s, :cm] = 0
+            if self._idx is not None:
+                self._idx[s, :cm] = -1
             self._sal[s, :cm] = 0.0
             self._imp[s, :cm] = 0.0
         self.nblk[s] = 0
@@ -806,6 +817,8 @@ class KVHierarchy:
             for k, a, b in parts:
                 self._bgx[rows[a:b], cols[a:b]] = self._map(
                     k, rows[a:b], at[a:b], None if start is None else start[k])
+        if self._idx is not None:
+            self._idx[rows, cols] = at
         written = 0.0
         for k, a, b in parts:
             self._use(k, b - a)
@@ -1796,6 +1809,10 @@ class KVHierarchy:
         assert S is not None
         F = self._tail_cols
         target = S - (S - F) // 4  # a quarter of the cold columns freed per call
+        idx = self._idx
+        if idx is not None and not self._has_merged[slot]:  # (columns were the blocks)
+            nc = int(self.nblk[slot])
+            idx[slot, :nc] = np.arange(nc)
         self._merged = True
         self._has_merged[slot] = True
         while True:
@@ -1833,7 +1850,7 @@ class KVHierarchy:
             u = self._draws.uniform(a.size)
             keep_b = u * (wa + wb) >= wa  # the sample is b's with probability wb / (wa + wb)
             row = slice(lo, hi)
-            for arr in (self._sal, self._imp, self._bgx):
+            for arr in (self._sal, self._imp, self._bgx) + (() if idx is None else (idx,)):
                 seg = arr[slot, row]
                 seg[a] = np.where(keep_b, seg[b], seg[a])
             w = w.copy()
@@ -1841,7 +1858,8 @@ class KVHierarchy:
             keep = np.ones(m, dtype=bool)
             keep[b] = False
             new_nc = 1 + int(keep.sum()) + F
-            for arr, fill in ((self._sal, 0), (self._imp, 0), (self._bgx, 0), (self._wt, 1)):
+            arrs = ((self._sal, 0), (self._imp, 0), (self._bgx, 0), (self._wt, 1))
+            for arr, fill in arrs + (() if idx is None else ((idx, -1),)):
                 seg = arr[slot, lo:hi] if arr is not self._wt else w
                 kept = seg[keep]
                 tail = arr[slot, hi:nc].copy()
@@ -1934,8 +1952,11 @@ class KVHierarchy:
         src = np.repeat(cols, n_out)
         self._wt[row, cols] -= n_out
         new_imp = self._imp[row, src]
-        for arr, vals in ((self._sal, sals.astype(np.float32)), (self._imp, new_imp),
-                          (self._bgx, codes), (self._wt, np.ones(total, dtype=np.int64))):
+        moves = [(self._sal, sals.astype(np.float32)), (self._imp, new_imp),
+                 (self._bgx, codes), (self._wt, np.ones(total, dtype=np.int64))]
+        if self._idx is not None:  # (which merged blocks they are is not kept)
+            moves.append((self._idx, np.full(total, -1, dtype=np.int32)))
+        for arr, vals in moves:
             rest = arr[row, 1:nc].copy()
             arr[row, 1: 1 + total] = vals
             arr[row, 1 + total: nc + total] = rest
@@ -1945,6 +1966,8 @@ class KVHierarchy:
                                  strict=True):
             last = self._merged_bank_group(row, int(self._bgx[row, col]), 1, was_read)
             self._bgx[row, col] = int(last[0])
+            if self._idx is not None:  # (which of the merged blocks is left is not kept)
+                self._idx[row, col] = -1
 
     def _merged_bank_group(
         self, row: int, code: int, n: int, read: bool, u: float | None = None
@@ -2207,7 +2230,13 @@ class KVHierarchy:
                 br = np.repeat(rows[u], moved)
                 at = np.arange(br.size)
                 if self.mapping == "round-robin":
+                    # a column of one block of known index maps by it (as the exact model);
+                    # blocks of merged columns take a uniformly drawn bank group
                     at = (self._draws.uniform(br.size) * 2**31).astype(np.int64)
+                    if self._idx is not None:
+                        ix = np.repeat(self._idx[rows[u], cols[u]], moved)
+                        one = (np.repeat(w[u], moved) == 1) & (ix >= 0)
+                        at = np.where(one, ix, at)
                 codes = np.asarray(self._map(new_tier, br, at)).ravel()
                 if codes.size < br.size:
                     codes = np.resize(codes, br.size)
@@ -2266,7 +2295,8 @@ class KVHierarchy:
         if nc + 1 > self._cols:
             self._grow(nc + 1)
             self._build_recency()
-        for arr in (self._sal, self._imp, self._bgx, self._wt):
+        idx = self._idx
+        for arr in (self._sal, self._imp, self._bgx, self._wt) + (() if idx is None else (idx,)):
             arr[row, 2: nc + 1] = arr[row, 1:nc].copy()
         col += 1 if col >= 1 else 0
         self._sal[row, 1] = self._sal[row, col] if sal is None else sal
@@ -2274,12 +2304,16 @@ class KVHierarchy:
         self._wt[row, 1] = n_moved
         self._wt[row, col] -= n_moved
         self._bgx[row, 1] = code
+        if idx is not None:
+            idx[row, 1] = -1  # (blocks split off merged ones)
         self.nblk[row] = nc + 1
         if self._wt[row, col] == 1:  # the last block of a merged column: its own bank group
             last = self._merged_bank_group(row, int(self._bgx[row, col]), 1,
                                            bool(self._sal[row, col] >= self._thr[row]),
                                            float(self._draws.uniform(1)[0]))
             self._bgx[row, col] = int(last[0])
+            if idx is not None:
+                idx[row, col] = -1
 
     # ------------------------------------------------------------------ results
     def summary(self) -> dict:
