@@ -299,6 +299,29 @@ def test_invalid_points_are_recorded_with_their_reason_and_not_rerun(tmp_path):
         run_sweep(spec, tmp_path, SerialExecutor())
 
 
+def test_a_change_of_the_code_gives_new_keys_so_resume_reruns(tmp_path, monkeypatch):
+    import importlib
+
+    resolve = importlib.import_module("pimserve.experiments.sweep.resolve")
+    spec = spec_of({"groups.fc_pim.count": [30], "batch": [4, 8]})
+    run_sweep(spec, tmp_path / "s", SerialExecutor())
+    monkeypatch.setattr(resolve, "code_fingerprint", lambda: "0" * 12)
+    again = run_sweep(spec, tmp_path / "s", SerialExecutor(), resume=True)
+    assert again.summary.stored_before == 0 and again.summary.ran == 2
+    versions = {r["pimserve_version"] for r in Store(tmp_path / "s").rows()}
+    assert len(versions) == 2 and f"{resolve.version()}" in versions
+    # the fingerprint follows the files' content and paths, not compiled files
+    tree = tmp_path / "pkg"
+    (tree / "sub" / "__pycache__").mkdir(parents=True)
+    (tree / "a.py").write_text("x = 1\n")
+    (tree / "sub" / "p.yaml").write_text("k: 2\n")
+    fp = resolve.tree_fingerprint(tree)
+    (tree / "sub" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"junk")
+    assert resolve.tree_fingerprint(tree) == fp
+    (tree / "sub" / "p.yaml").write_text("k: 3\n")
+    assert resolve.tree_fingerprint(tree) != fp
+
+
 def test_a_crashing_point_is_logged_not_stored_and_retried_on_resume(tmp_path, monkeypatch):
     import pimserve.experiments.sweep.runner as runner
 
@@ -594,3 +617,24 @@ def test_ray_gives_the_pool_s_results(tmp_path):
     got = results(Store(tmp_path / "ray"))
     assert len(got) == 4 and got == results(Store(tmp_path / "serial"))
     assert all(math.isfinite(r["throughput_tok_s"]) for r in got.values())
+
+
+def test_a_worker_with_other_code_stops_the_sweep_before_its_rows_are_stored(tmp_path):
+    from pimserve.experiments.sweep.executors import Executor
+
+    class OtherCode(Executor):  # a cluster node with another pimserve
+        name = "ray"
+        writes_in_workers = False
+        workers = 1
+
+        def run(self, chunks, sweep, store):
+            from pimserve.experiments.sweep.runner import run_chunk
+
+            for c in chunks:
+                yield [r | {"pimserve_version": "0.0.9+000000000000"}
+                       for r in run_chunk(list(c), sweep, None)]
+
+    spec = spec_of({"groups.fc_pim.count": [30], "batch": [4]})
+    with pytest.raises(ConfigurationError, match=r"worker runs pimserve 0\.0\.9.*same pimserve"):
+        run_sweep(spec, tmp_path, OtherCode())
+    assert Store(tmp_path).rows() == []

@@ -4,8 +4,9 @@ objects the engine runs.
 A point's *configuration* is plain JSON data: the system spec (every group's device and link
 named), the device and link specs it names (all fields, after overrides), the model spec,
 the workload and every run option (defaults included). Its *key* is the SHA-256 of that
-configuration and the pimserve version, in canonical JSON (sorted keys, no spaces), so the
-same configuration has the same key in any process, on any machine.
+configuration and the pimserve version (the release number and a fingerprint of the code,
+:func:`version`), in canonical JSON (sorted keys, no spaces), so the same configuration has
+the same key in any process, on any machine, and a result of older code is never reused.
 
 A device or link whose fields a parameter changes gets a derived name,
 ``<preset>~<8 hex digits of its content>``; a system or model that parameters change gets
@@ -52,11 +53,40 @@ def digest(obj: Any, n: int = 64) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
+_CODE_SUFFIXES = frozenset({".py", ".yaml", ".yml", ".json", ".csv"})
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """12 hex digits of the SHA-256 of pimserve's own files (its modules and the preset and
+    data files it ships, by path and content): any edit of the code that makes a result
+    changes it, where the release number alone does not (a development checkout, an editable
+    install)."""
+    import pimserve
+
+    return tree_fingerprint(Path(pimserve.__file__).resolve().parent)
+
+
+def tree_fingerprint(root: Path) -> str:
+    """12 hex digits of the SHA-256 of the code and data files under ``root`` (``.py``,
+    ``.yaml``, ``.yml``, ``.json``, ``.csv``; by relative path and content, compiled files
+    ignored)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.suffix in _CODE_SUFFIXES and "__pycache__" not in p.parts and p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + b"\0")
+            with p.open("rb") as f:  # (pimserve's own files, not a user's)
+                h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()[:12]
+
+
 def version() -> str:
-    """The pimserve version that keys are made with."""
+    """The pimserve version that keys are made with: the release number and the code's
+    fingerprint (:func:`code_fingerprint`), ``0.1.0+<12 hex digits>``, so that a store or
+    a reproduction folder never hands back a result that older code made."""
     from pimserve import __version__
 
-    return __version__
+    return f"{__version__}+{code_fingerprint()}"
 
 
 def point_key(config: Mapping[str, Any]) -> str:

@@ -349,8 +349,15 @@ def run_points(points: Sequence[Point], store: Store, executor: Executor | None 
         n_chunks = math.ceil(total / size)
         chunks = [todo[i::n_chunks] for i in range(n_chunks)]
         done = 0
+        mine = version()
         for rows in executor.run(chunks, sweep, store.path):
             for row in rows:
+                theirs = row.get("pimserve_version", mine)
+                if theirs != mine:  # a cluster's worker with other code: its numbers differ
+                    raise ConfigurationError(
+                        f"a {executor.name} worker runs pimserve {theirs}, this process "
+                        f"{mine} (release + code fingerprint): install the same pimserve on "
+                        "every node of the cluster (the sweep stops here; --resume goes on)")
                 if not executor.writes_in_workers:
                     write_row(store, row, sweep)
                 if "_error" in row:
