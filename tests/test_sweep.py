@@ -638,3 +638,21 @@ def test_a_worker_with_other_code_stops_the_sweep_before_its_rows_are_stored(tmp
     with pytest.raises(ConfigurationError, match=r"worker runs pimserve 0\.0\.9.*same pimserve"):
         run_sweep(spec, tmp_path, OtherCode())
     assert Store(tmp_path).rows() == []
+
+
+def test_a_ray_address_where_nothing_listens_fails_at_once_in_one_line():
+    import socket
+
+    from pimserve.experiments.sweep.executors import _reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigurationError, match=f"nothing answers at 127.0.0.1:{port}"):
+        _reachable(f"127.0.0.1:{port}")
+    with pytest.raises(ConfigurationError, match="expected auto, host:port"):
+        _reachable("head-node")
+    with socket.socket() as srv:  # something listens: accepted
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        _reachable(f"ray://127.0.0.1:{srv.getsockname()[1]}")

@@ -17,6 +17,7 @@ the pool and Ray give the same numbers bit for bit). Chunks keep the per-task ov
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,22 @@ class PoolExecutor(Executor):
             self._pool = None
 
 
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse at once a Ray address (``host:port`` or ``ray://host:port``) where nothing
+    listens: Ray itself retries such an address for minutes."""
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigurationError(f"--ray {address!r}: expected auto, host:port (the head "
+                                 "node's GCS, e.g. 10.0.0.5:6379) or ray://host:10001")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConfigurationError(f"--ray {address}: nothing answers at {host}:{port} "
+                                 f"({err.strerror or err}); start the cluster's head "
+                                 "(ray start --head) or use --ray auto") from None
+
+
 class RayExecutor(Executor):
     """Ray tasks: ``address`` ``auto`` starts a local cluster of ``workers`` CPUs (default
     all cores); another address (``ray://host:10001``, ``host:6379``) joins that cluster."""
@@ -140,7 +157,15 @@ class RayExecutor(Executor):
                 kw["num_cpus"] = workers or os.cpu_count() or 1
                 ray.init(**kw)
             else:
-                ray.init(address=address, **kw)
+                _reachable(address)
+                try:
+                    ray.init(address=address, **kw)
+                except (ConnectionError, RuntimeError, ValueError) as err:
+                    raise ConfigurationError(
+                        f"--ray {address}: no Ray cluster could be joined there ("
+                        f"{str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                        "give the head node's host:port (ray start --head prints it) or "
+                        "ray://host:10001, or --ray auto for a local cluster") from None
             self._started = True
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self._remote: Any = None
