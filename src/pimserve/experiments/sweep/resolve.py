@@ -75,9 +75,14 @@ def tree_fingerprint(root: Path) -> str:
     for p in sorted(root.rglob("*")):
         if p.suffix in _CODE_SUFFIXES and "__pycache__" not in p.parts and p.is_file():
             h.update(p.relative_to(root).as_posix().encode() + b"\0")
-            with p.open("rb") as f:  # (pimserve's own files, not a user's)
-                h.update(hashlib.file_digest(f, "sha256").digest())
+            h.update(_sha256_hex(p).encode())
     return h.hexdigest()[:12]
+
+
+def _sha256_hex(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, in hex (read in chunks, never whole)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def version() -> str:
@@ -327,11 +332,8 @@ def _named(sysd: dict[str, Any], system: SystemSpec) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=16)
 def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """:func:`_sha256_hex` of a trace, memoised (a sweep hashes its base trace per point)."""
+    return _sha256_hex(path)
 
 
 def _workload(spec: SweepSpec, values: Mapping[str, Value],
