@@ -209,7 +209,7 @@ def _serve(
 @pytest.mark.parametrize("placement", ["pam", "layered-sparse", "layered"])
 @pytest.mark.parametrize(
     "switch", ["narrow-gather", "sink-unfolded", "scores-unchecked", "one-tier-general",
-               "one-tier-general-two-calls"]
+               "one-tier-general-two-calls", "resident-recounted"]
 )
 def test_fast_paths_give_the_same_results(placement: str, switch: str) -> None:
     """The step's speed paths (whole-row gathers, the sink boost folded into the recency table,
@@ -228,6 +228,8 @@ def test_fast_paths_give_the_same_results(placement: str, switch: str) -> None:
             kvh._fold_sink = False
         elif general and switch == "scores-unchecked":
             kvh._positive_scores = False  # NaN marks a new block; zero-score guards on
+        elif general and switch == "resident-recounted":
+            kvh._incremental_resident = False  # one count over the step's blocks each step
         elif general:  # one-tier-general*
             kvh._fast_one_tier = False
         if not general:  # count the steps the one-tier path takes
@@ -251,6 +253,51 @@ def test_fast_paths_give_the_same_results(placement: str, switch: str) -> None:
         assert kv_bytes["ddr"] > 0, "the test should spill beyond the first tier"
     else:
         assert kv_bytes["ssd"] > 0, "the test should fill every tier"
+
+
+def test_resident_loads_kept_across_writes_equal_a_recount() -> None:
+    """The step's resident blocks by bank group, kept from one count over every block held
+    (updated by reservations, Algorithm 2's moves, runs and releases; recounted after the
+    summary model's writes), equal a count over the step's own blocks at every step: with
+    requests holding blocks outside the step, with requests summarised and released."""
+    spec, model = small_tiers("pam"), load_model("llama3-8b")
+    built = BuiltSystem.build(spec, model)
+    cfg = RunConfig(batch=48, kv_summary_columns=32, kv_exact_max_blocks=256)
+    kvh = KVHierarchy(built, model, cfg, np.random.default_rng(2), 48, 4000)
+    kept = kvh._resident
+    seen = {"steps": 0, "outside": 0, "recounts": 0}
+
+    def checked(slots: np.ndarray, bgs: np.ndarray) -> np.ndarray:
+        seen["recounts"] += kvh._held is None
+        out = kept(slots, bgs)
+        want = np.bincount(bgs.ravel(), minlength=kvh._n_codes)
+        np.testing.assert_array_equal(out[1:], want[1:])
+        hold = kvh.nblk[: kvh.max_slots] > 0
+        hold[slots] = False
+        seen["steps"] += 1
+        seen["outside"] += bool(hold.any())
+        return out
+
+    kvh._resident = checked
+    rng = np.random.default_rng(4)
+    live: dict[int, int] = {}
+    for i in range(40):  # short requests (exact), a few long ones (summarised): 3 tiers
+        live[i] = int(rng.integers(100, 4000)) if i % 6 else int(rng.integers(20_000, 40_000))
+    kvh.reserve(np.array(list(live)), np.array(list(live.values())))
+    for step in range(40):
+        ids = np.array(sorted(live), dtype=np.int64)
+        if step % 3:  # a step of the short requests only: the rest wait, holding blocks
+            ids = ids[ids % 6 != 0]
+        for i in ids.tolist():
+            live[i] += 1
+        kvh.step(ids, np.array([live[i] for i in ids.tolist()]), 1, reserve=True)
+        done = [i for i in ids.tolist() if rng.random() < 0.04]
+        kvh.release(np.array(done, dtype=np.int64))
+        for i in done:
+            live.pop(i)
+    assert kvh.migrated_bytes > 0, "the test should move blocks between tiers"
+    assert seen["outside"] > 5 and seen["recounts"] >= 1
+    assert seen["steps"] - seen["recounts"] > 5, "steps after kept updates, not recounts"
 
 
 def _scores(kvh: KVHierarchy, req: int) -> np.ndarray:

@@ -366,6 +366,7 @@ class KVHierarchy:
         self._wide_factor = 2  # gather whole rows while cols <= this x the step's longest
         self._fast_one_tier = True  # _step_one_tier where it applies
         self._fold_sink = True  # fold a power-of-two sink boost into the recency table
+        self._incremental_resident = True  # resident bank-group loads from _held (_resident)
         t0 = self.tiers[0]
         self._one_tier_ok = (self.sparse and t0.sets == 1 and self._block_shift is not None
                              and self.loc.salience_sigma > 0)
@@ -398,6 +399,9 @@ class KVHierarchy:
         self._bgx = np.zeros((max_slots + 1, self._cols), dtype=code_dtype)
         self._sal = np.zeros((max_slots + 1, self._cols), dtype=np.float32)
         self._imp = np.zeros((max_slots + 1, self._cols), dtype=np.float32)
+        # every code's count over all of _bgx (code 0 aside), kept by the per-block model's
+        # writes (_hold); None where the summary model's have made it stale (recounted)
+        self._held: np.ndarray | None = None
         # blocks each column stands for (1 until the summary model merges; 1 past a request's
         # columns, which the masks exclude)
         self._wt = np.ones((max_slots + 1, self._cols), dtype=np.int64)
@@ -649,6 +653,7 @@ class KVHierarchy:
                 self._has_merged[s] = False
             counts = np.bincount(t.ravel() + 1, weights=w,
                                  minlength=self.n_tiers + 1).astype(np.int64).tolist()
+            self._hold(self._bgx[s, :cm], -1)
             self._bgx[s, :cm] = 0
             if self._idx is not None:
                 self._idx[s, :cm] = -1
@@ -657,6 +662,49 @@ class KVHierarchy:
         self.nblk[s] = 0
         self._free_slots.extend(s.tolist())
         return counts
+
+    def _hold(self, codes: np.ndarray | int, sign: int, size: int = -1) -> None:
+        """Count ``codes`` (written over code 0, ``sign`` 1; or cleared to 0, -1) in
+        ``_held``; ``size``: how many blocks a scalar code stands for."""
+        held = self._held
+        if held is None:
+            return
+        if type(codes) is np.ndarray and codes.ndim:
+            h = np.bincount(codes.ravel(), minlength=self._n_codes)
+            if sign > 0:
+                held += h
+            else:
+                held -= h
+        else:
+            held[int(codes)] += sign * (size if size >= 0 else 1)
+
+    def _rehold(self, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray | int) -> None:
+        """Move the blocks at ``rows, cols`` to bank-group ``codes``, keeping ``_held``."""
+        if self._held is not None:
+            self._hold(self._bgx[rows, cols], -1)
+            self._hold(codes, 1, rows.size)
+        self._bgx[rows, cols] = codes
+
+    def _resident(self, slots: np.ndarray, bgs: np.ndarray) -> np.ndarray:
+        """The step's resident blocks by bank-group code (code 0's count aside) of the
+        requests in ``slots``, whose blocks ``bgs`` holds: every code's count over all of
+        ``_bgx`` less the blocks of requests outside the step (most steps: none), rather than
+        one count over the step's blocks each step. The same integers as
+        ``np.bincount(bgs.ravel())`` at codes 1 and up."""
+        n = self._n_codes
+        if not self._incremental_resident:
+            return np.bincount(bgs.ravel(), minlength=n)
+        held = self._held
+        if held is None:
+            held = self._held = np.bincount(self._bgx.ravel(), minlength=n)
+        out = held.copy()
+        hold = self.nblk[: self.max_slots] > 0
+        hold[slots[slots < self.max_slots]] = False
+        if hold.any():
+            others = np.flatnonzero(hold)
+            cm = int(self.nblk[others].max())
+            out -= np.bincount(self._bgx[others, :cm].ravel(), minlength=n)
+        return out
 
     def _recent_activity(self) -> np.ndarray:
         """Activations of every bank group (by code) over the last ``mapping_window`` steps
@@ -747,6 +795,7 @@ class KVHierarchy:
             return 0.0
         before = [t.used for t in self.tiers] if in_last_step else None
         if self._summarise(reqs, tokens):
+            self._held = None  # (the summary model's writes: recounted when next needed)
             out = self._reserve_summary(reqs, tokens)[0]
         else:
             out = self._reserve(reqs, tokens)[0]
@@ -811,12 +860,14 @@ class KVHierarchy:
             except IndexError:  # a block beyond the widest request so far
                 self._grow(int(need.max()))
                 self._bgx[rows, cols] = code
+            self._hold(code, 1, total)
         else:
             if int(need.max()) > self._cols:
                 self._grow(int(need.max()))
             for k, a, b in parts:
-                self._bgx[rows[a:b], cols[a:b]] = self._map(
-                    k, rows[a:b], at[a:b], None if start is None else start[k])
+                code = self._map(k, rows[a:b], at[a:b], None if start is None else start[k])
+                self._bgx[rows[a:b], cols[a:b]] = code
+                self._hold(code, 1, b - a)
         if self._idx is not None:
             self._idx[rows, cols] = at
         written = 0.0
@@ -991,6 +1042,7 @@ class KVHierarchy:
             self.steps += 1  # (the residency sums credit it at the tiers' next change)
             return KVStep(by_tier_s=(0.0,) * nt)
         if (self._merged or reserve) and self._summarise(reqs, context):
+            self._held = None  # (the summary model's writes: recounted when next needed)
             return self._step_summary(reqs, context, q_tokens, reserve)
         write_s = 0.0
         if self._one_tier_ok and self._fast_one_tier:
@@ -1097,7 +1149,7 @@ class KVHierarchy:
         # greedy mapping balances add the selection pass's scan of every resident block
         # (and the window's sums: kept current)
         reads = np.bincount(bgs[sel], minlength=self._n_codes)
-        resident = np.bincount(bgs.ravel(), minlength=self._n_codes) if self.sparse else None
+        resident = self._resident(slots, bgs) if self.sparse else None
         self._activate(ring, reads, resident)
         slowest = 0.0
         fetch_s = 0.0
@@ -1222,7 +1274,9 @@ class KVHierarchy:
         if total:
             idx = [i for i, g in enumerate(gl) if g > 0]
             rows, cols = slots.take(idx, mode="wrap"), have.take(idx, mode="wrap")
-            self._bgx[rows, cols] = self._map(0, rows, cols)
+            code = self._map(0, rows, cols)
+            self._bgx[rows, cols] = code
+            self._hold(code, 1, total)
             self._use(0, total)
             self._sal[rows, cols] = self._draws.lognormal(total)
             self.nblk[rows] = cols + 1
@@ -1618,6 +1672,7 @@ class KVHierarchy:
         if d1 > d0:
             self._sal[slots[dr_r[d0:d1]], dr_c[d0:d1]] = dr_v[d0:d1]
         self._bgx[slots[nr[a0:a1]], ncol[a0:a1]] = codes[a0:a1]
+        self._hold(codes[a0:a1], 1)
         gone = None  # requests that finish before step m1 - 1, in the order released
         freed = [0] * (m1 - m0)  # their blocks, by the step after which they leave
         if st.last is None or int(st.last.min()) >= m1 - 1:
@@ -1702,9 +1757,9 @@ class KVHierarchy:
             for k in np.unique(np.concatenate([ta, tb_])).tolist():
                 ma, mb = tb_ == k, ta == k
                 if ma.any():
-                    self._bgx[ra[ma], ca[ma]] = self._map(k, ra[ma], ca[ma])
+                    self._rehold(ra[ma], ca[ma], self._map(k, ra[ma], ca[ma]))
                 if mb.any():
-                    self._bgx[rb[mb], cb[mb]] = self._map(k, rb[mb], cb[mb])
+                    self._rehold(rb[mb], cb[mb], self._map(k, rb[mb], cb[mb]))
             nbytes = 2.0 * a.size * self.block_bytes
             self.migrated_bytes += nbytes
             slower = self.tiers[int(max(ta.max(), tb_.max()))]
