@@ -619,6 +619,70 @@ def test_ray_gives_the_pool_s_results(tmp_path):
     assert all(math.isfinite(r["throughput_tok_s"]) for r in got.values())
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_sweep_on_a_joined_token_authenticated_cluster_gives_the_pool_s_results(tmp_path):
+    """``pimserve sweep --ray HOST:PORT`` joins a running head node (started as a user would,
+    with token authentication, as Ray now defaults to) and stores the same rows as the local
+    pool; without the token it is refused in one line that names RAY_AUTH_MODE."""
+    pytest.importorskip("ray")
+    import shutil
+
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray_cli is None:
+        pytest.skip("the ray command line is not installed")
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": os.urandom(16).hex()}
+    temp = Path("/tmp") / f"rt{os.getpid()}"  # (Ray's socket paths must stay short)
+    head = [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+            "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}", "--block"]
+    # its own process group, stopped below (not `ray stop`, which stops every cluster here)
+    node = subprocess.Popen(head, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        from pimserve.experiments.sweep.executors import _reachable
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                _reachable(f"127.0.0.1:{port}")
+                break
+            except ConfigurationError:
+                assert node.poll() is None and time.monotonic() < deadline, "no head node"
+                time.sleep(0.5)
+        sweep = ["sweep", str(ROOT / "examples" / "sweep-papi-stack-budget.yaml"),
+                 "--limit", "8", "--n-requests", "8", "--format", "json"]
+        cli = [sys.executable, "-m", "pimserve.cli.main"]
+        joined = subprocess.run(cli + sweep + ["--ray", f"127.0.0.1:{port}", "--out",
+                                               str(tmp_path / "ray")],
+                                env=env, capture_output=True, text=True, timeout=300)
+        assert joined.returncode == 0, joined.stderr[-2000:]
+        pool = subprocess.run(cli + sweep + ["--workers", "1", "--out", str(tmp_path / "pool")],
+                              capture_output=True, text=True, timeout=300)
+        assert pool.returncode == 0, pool.stderr[-2000:]
+        got = results(Store(tmp_path / "ray"))
+        assert sum(r["status"] == "ok" for r in got.values()) >= 4
+        assert got == results(Store(tmp_path / "pool"))
+        no_token = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        refused = subprocess.run(cli + sweep + ["--ray", f"127.0.0.1:{port}", "--out",
+                                                str(tmp_path / "refused")],
+                                 env=no_token | {"RAY_AUTH_MODE": "disabled"},
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0
+        assert "Traceback" not in refused.stderr
+        assert "RAY_AUTH_MODE=token" in refused.stderr
+    finally:
+        os.killpg(node.pid, signal.SIGKILL)  # the head node's processes, all in its group
+        node.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def test_a_worker_with_other_code_stops_the_sweep_before_its_rows_are_stored(tmp_path):
     from pimserve.experiments.sweep.executors import Executor
 

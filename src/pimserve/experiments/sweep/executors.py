@@ -165,7 +165,9 @@ class RayExecutor(Executor):
                         f"--ray {address}: no Ray cluster could be joined there ("
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}); "
                         "give the head node's host:port (ray start --head prints it) or "
-                        "ray://host:10001, or --ray auto for a local cluster") from None
+                        "ray://host:10001, or --ray auto for a local cluster; a cluster "
+                        "started with RAY_AUTH_MODE=token needs the same RAY_AUTH_MODE and "
+                        "token here (ray get-auth-token)") from None
             self._started = True
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self._remote: Any = None
