@@ -159,6 +159,8 @@ def _tile_traffic(m: int, k: int, n: int, tm: int, tn: int) -> int:
 _METRIC_SLACK = 1e-12
 #: above this many tiles the L2 search first cuts the L2 tilings that cannot win
 _FEW_TILES = 4
+#: FC shapes each GPU model keeps priced (:meth:`GPUModel._fc_formula`) before it starts afresh
+_FORMULA_MEMO = 1 << 16
 
 
 def _int_dtype(m: int, k: int, n: int, db: int, n_sms: int) -> type:
@@ -330,6 +332,9 @@ class GPUModel(CostModel):
         # candidate L1 tiles by (min(m, 512), min(n, 512), dtype bytes), built once per instance
         self._tile_lists: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._attacc_tile_lists: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        # _fc_formula by (m, k, n, dtype bytes): kernels of one shape (a layer's gate and up
+        # projections) share it; bounded (cleared when full)
+        self._formulas: dict[tuple[int, int, int, int], tuple[float, float, float]] = {}
 
     # ---------------------------------------------------------------- device rates
     @property
@@ -394,7 +399,18 @@ class GPUModel(CostModel):
         return Cost(time_s, dyn_j + self._static_j(time_s), compute_s, memory_s, 0.0)
 
     def _fc_formula(self, k: FCKernel) -> tuple[float, float, float]:
-        """(compute_s, memory_s, dynamic energy J) of one instance, without launch overhead."""
+        """(compute_s, memory_s, dynamic energy J) of one instance, without launch overhead
+        (memoised by shape: it depends on nothing else)."""
+        key = (k.m, k.k, k.n, k.dtype_bytes)
+        out = self._formulas.get(key)
+        if out is None:
+            if len(self._formulas) >= _FORMULA_MEMO:
+                self._formulas.clear()
+            out = self._formulas[key] = self._fc_formula_of(k)
+        return out
+
+    def _fc_formula_of(self, k: FCKernel) -> tuple[float, float, float]:
+        """:meth:`_fc_formula`, computed."""
         plan = self.fc_plan(k)
         e = self.spec.energy
         c = plan.charged
