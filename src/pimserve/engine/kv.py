@@ -399,8 +399,9 @@ class KVHierarchy:
         self._bgx = np.zeros((max_slots + 1, self._cols), dtype=code_dtype)
         self._sal = np.zeros((max_slots + 1, self._cols), dtype=np.float32)
         self._imp = np.zeros((max_slots + 1, self._cols), dtype=np.float32)
-        # every code's count over all of _bgx (code 0 aside), kept by the per-block model's
-        # writes (_hold); None where the summary model's have made it stale (recounted)
+        # every code's count over all of _bgx (code 0 aside), kept by the general step's
+        # writes (_hold); None where other writes (the summary model's, the one-tier paths',
+        # which never read it) have made it stale: recounted when next needed
         self._held: np.ndarray | None = None
         # blocks each column stands for (1 until the summary model merges; 1 past a request's
         # columns, which the masks exclude)
@@ -1274,9 +1275,8 @@ class KVHierarchy:
         if total:
             idx = [i for i, g in enumerate(gl) if g > 0]
             rows, cols = slots.take(idx, mode="wrap"), have.take(idx, mode="wrap")
-            code = self._map(0, rows, cols)
-            self._bgx[rows, cols] = code
-            self._hold(code, 1, total)
+            self._bgx[rows, cols] = self._map(0, rows, cols)
+            self._held = None  # (as _commit_run)
             self._use(0, total)
             self._sal[rows, cols] = self._draws.lognormal(total)
             self.nblk[rows] = cols + 1
@@ -1672,7 +1672,7 @@ class KVHierarchy:
         if d1 > d0:
             self._sal[slots[dr_r[d0:d1]], dr_c[d0:d1]] = dr_v[d0:d1]
         self._bgx[slots[nr[a0:a1]], ncol[a0:a1]] = codes[a0:a1]
-        self._hold(codes[a0:a1], 1)
+        self._held = None  # (one-tier runs never read it: recounted if a general step does)
         gone = None  # requests that finish before step m1 - 1, in the order released
         freed = [0] * (m1 - m0)  # their blocks, by the step after which they leave
         if st.last is None or int(st.last.min()) >= m1 - 1:
