@@ -272,3 +272,28 @@ def test_decode_throughput_counts_only_iterations_without_prefill() -> None:
     assert r.decode_time_s == pytest.approx(t[pre == 0].sum())
     assert r.decode_throughput_tok_s == pytest.approx(tok[pre == 0].sum() / t[pre == 0].sum())
     assert r.decode_time_s < r.simulated_time_s
+
+
+@pytest.mark.parametrize("system", ["papi", "attacc-only", "a100-hbmpim", "pam"])
+def test_prefill_attention_from_the_length_table_equals_the_kernels(system: str) -> None:
+    """Whole prompts' prefill attention priced from per-length unit costs (a table grown by
+    doubling) and the group's combination equals pricing the kernels of the batch itself, to
+    the bit, for one prompt and for several (where the combination is not per request), on
+    GPUs and on a PIM-only system (whose dataflow pays the softmax once)."""
+    from pimserve.engine.pricing import IterationPricer
+    from pimserve.engine.system import BuiltSystem
+    from pimserve.policies.fc_placement import PAPI
+    from pimserve.specs import load_model
+
+    built = BuiltSystem.build(load_system(system), load_model("llama-65b"))
+    rng = np.random.default_rng(3)
+    fast, slow = (IterationPricer(built, PAPI(True, True, alpha=52.0)) for _ in range(2))
+    slow._prefill_tables = False
+    batches = [np.array([1]), np.array([2047]), np.array([5000])]  # (5000: the table grows)
+    batches += [rng.integers(1, 2048, size=n) for n in (1, 2, 3, 7, 40) for _ in range(3)]
+    for q in batches:
+        got = fast.prefill_attention(q, q.copy())[:2]
+        assert got == slow.prefill_attention(q, q.copy())[:2], q
+        assert got[0] > 0 and got[1] > 0
+    chunk = np.array([512, 300]), np.array([1024, 300])  # (a chunk after earlier ones: no table)
+    assert fast.prefill_attention(*chunk)[:2] == slow.prefill_attention(*chunk)[:2]

@@ -90,6 +90,7 @@ class IterationPricer:
         self.draft_model = draft_model
         self._fc: dict[tuple, Any] = {}  # memo: FC parts, transfers, draft passes
         self._attn_tables = AttentionTables(built.model)
+        self._prefill_tables = True  # whole prompts' attention from a table (tests switch it)
         self.attn_group = built.attention_group
         self._dataflow = self.attn_group.dataflow
         self._once_ops = tuple(o for o in ATTENTION_OPS if o in self._dataflow.once_ops)
@@ -506,10 +507,21 @@ class IterationPricer:
             hit = self._fc.get(key)
             if hit is not None:
                 return hit[0], hit[1], g
-        c = Cost(0.0, 0.0)
-        for k in layer_attention_kernels(self.model, q, context):
-            c = c + g.attention(k)
-        out = (float(c.time_s), float(c.energy_j))
+        if self._prefill_tables and np.array_equal(q, context) and int(q.min()) >= 1:
+            # whole prompts (the common case): the units' costs from a table by length, then
+            # g.attention's combination (the same numbers: its per-request costs are these)
+            time_s = energy_j = 0.0
+            n_kv = self.model.n_kv_heads
+            ways = g.dataflow.units_per_request(n_kv, g.count)
+            for op, t_tab, e_tab in self._attn_tables.prefill_units(g, int(q.max())):
+                time_s += g.units_time_s(op, t_tab[q], n_kv)
+                energy_j += float(np.sum(e_tab[q])) * ways
+            out = (float(time_s), float(energy_j))
+        else:
+            c = Cost(0.0, 0.0)
+            for k in layer_attention_kernels(self.model, q, context):
+                c = c + g.attention(k)
+            out = (float(c.time_s), float(c.energy_j))
         if key is not None:
             self._fc[key] = out
         return out[0], out[1], g

@@ -71,3 +71,25 @@ class AttentionTables:
             tab = (t, e)
             self._tables[key] = tab
         return tab
+
+    def prefill_units(
+        self, group: GroupModel, lmax: int, ops: tuple[AttnOp, ...] = ATTENTION_OPS
+    ) -> list[tuple[AttnOp, np.ndarray, np.ndarray]]:
+        """Per op, the placement-unit time (s) and energy (J, one unit) of a whole prompt of
+        ``L`` tokens attending to itself (``q = context = L``), indexed by ``L`` for
+        ``0 .. >= lmax`` (0 unused): what :meth:`GroupModel.attention` computes per request
+        before it combines them (each request's unit cost depends on its own lengths only,
+        as for :meth:`get`). Grows by doubling."""
+        key = (id(group), "prefill", ops)
+        tab = self._tables.get(key)
+        if tab is None or tab[0][1].shape[0] <= lmax:
+            size = max(lmax + 1, 2 * (tab[0][1].shape[0] if tab else 1024))
+            lens = np.maximum(np.arange(size, dtype=np.int64), 1)
+            df = group.dataflow
+            tab = []
+            for k in layer_attention_kernels(self.model, lens, lens, None, ops):
+                c = group.device.attention_unit(df.unit_kernel(k, group.count))
+                tab.append((k.op, np.asarray(c.time_s, dtype=np.float64),
+                            np.asarray(c.energy_j, dtype=np.float64)))
+            self._tables[key] = tab
+        return tab

@@ -98,11 +98,8 @@ class GroupModel:
         ways = df.units_per_request(k.n_kv_heads, self.count)
         per = self.device.attention_unit(df.unit_kernel(k, self.count))
         t = np.asarray(per.time_s, dtype=np.float64)
-        once = k.op in df.once_ops  # paid once: the longest request's, not the busiest unit's
-        if once:
-            time_s = df.group_time_s(np.zeros(0), float(t.max()), k.n_kv_heads, self.count)
-        else:
-            time_s = df.group_time_s(t, 0.0, k.n_kv_heads, self.count)
+        once = k.op in df.once_ops
+        time_s = self.units_time_s(k.op, t, k.n_kv_heads)
         # the units' compute and transfer parts scaled to the group's time (memory: the rest)
         frac = (float(t.max()) if once else time_s) / t.sum() if t.sum() > 0 else 0.0
         compute = float(np.sum(per.compute_s)) * frac
@@ -114,6 +111,16 @@ class GroupModel:
             max(0.0, time_s - compute - transfer),
             transfer,
         )
+
+    def units_time_s(self, op: str, unit_s: np.ndarray, n_kv_heads: int) -> float:
+        """Seconds of one attention kernel ``op`` on the group from its requests' placement-unit
+        times ``unit_s`` (s, float64, one per request; :meth:`attention`'s combination): the
+        dataflow's ``once_ops`` pay the longest request's once, the others the busiest
+        device's (channel's) units; refresh over the result."""
+        df = self.dataflow
+        if op in df.once_ops:  # paid once: the longest request's, not the busiest unit's
+            return df.group_time_s(np.zeros(0), float(unit_s.max()), n_kv_heads, self.count)
+        return df.group_time_s(unit_s, 0.0, n_kv_heads, self.count)
 
     def layer_attention(self, kernels: list[AttentionKernel]) -> Cost:
         """One layer's attention (score, softmax, context of the same requests) on the group as
