@@ -289,7 +289,11 @@ def test_prefill_attention_from_the_length_table_equals_the_kernels(system: str)
     rng = np.random.default_rng(3)
     fast, slow = (IterationPricer(built, PAPI(True, True, alpha=52.0)) for _ in range(2))
     slow._prefill_tables = False
-    batches = [np.array([1]), np.array([2047]), np.array([5000])]  # (5000: the table grows)
+    from pimserve.engine.tables import PREFILL_TABLE_MAX
+
+    # (5000: the table grows; past PREFILL_TABLE_MAX tokens the kernels price it)
+    batches = [np.array([1]), np.array([2047]), np.array([5000]),
+               np.array([PREFILL_TABLE_MAX]), np.array([PREFILL_TABLE_MAX + 1, 30])]
     batches += [rng.integers(1, 2048, size=n) for n in (1, 2, 3, 7, 40) for _ in range(3)]
     for q in batches:
         got = fast.prefill_attention(q, q.copy())[:2]
@@ -297,3 +301,5 @@ def test_prefill_attention_from_the_length_table_equals_the_kernels(system: str)
         assert got[0] > 0 and got[1] > 0
     chunk = np.array([512, 300]), np.array([1024, 300])  # (a chunk after earlier ones: no table)
     assert fast.prefill_attention(*chunk)[:2] == slow.prefill_attention(*chunk)[:2]
+    sizes = [t.size for tab in fast._attn_tables._tables.values() for _, t, _ in tab]
+    assert sizes and max(sizes) == PREFILL_TABLE_MAX + 1  # bounded (about 6 MB)

@@ -20,7 +20,11 @@ import numpy as np
 
 from pimserve.engine.kv import KVStep
 from pimserve.engine.system import BuiltSystem
-from pimserve.engine.tables import AttentionTables, layer_attention_kernels
+from pimserve.engine.tables import (
+    PREFILL_TABLE_MAX,
+    AttentionTables,
+    layer_attention_kernels,
+)
 from pimserve.errors import ConfigurationError
 from pimserve.hardware.cost import Cost
 from pimserve.hardware.gpu import allreduce_time_s
@@ -507,7 +511,8 @@ class IterationPricer:
             hit = self._fc.get(key)
             if hit is not None:
                 return hit[0], hit[1], g
-        if self._prefill_tables and np.array_equal(q, context) and int(q.min()) >= 1:
+        if (self._prefill_tables and np.array_equal(q, context) and int(q.min()) >= 1
+                and int(q.max()) <= PREFILL_TABLE_MAX):
             # whole prompts (the common case): the units' costs from a table by length, then
             # g.attention's combination (the same numbers: its per-request costs are these)
             time_s = energy_j = 0.0

@@ -33,6 +33,11 @@ def layer_attention_kernels(
             for op in ops]
 
 
+PREFILL_TABLE_MAX = 1 << 17
+"""Longest prompt (tokens) whose prefill attention :meth:`AttentionTables.prefill_units`
+tabulates (its table then holds about 6 MB); longer prompts are priced from their kernels."""
+
+
 class AttentionTables:
     """Per-request (time s, energy J) of one layer's attention, indexed by context tokens: the
     time of one placement unit of the group's dataflow (refresh excluded: the dataflow adds it
@@ -79,11 +84,14 @@ class AttentionTables:
         ``L`` tokens attending to itself (``q = context = L``), indexed by ``L`` for
         ``0 .. >= lmax`` (0 unused): what :meth:`GroupModel.attention` computes per request
         before it combines them (each request's unit cost depends on its own lengths only,
-        as for :meth:`get`). Grows by doubling."""
+        as for :meth:`get`). Grows by doubling, up to ``PREFILL_TABLE_MAX + 1`` entries."""
+        if not 0 <= lmax <= PREFILL_TABLE_MAX:
+            raise ValueError(f"prefill tables stop at {PREFILL_TABLE_MAX} tokens (got {lmax})")
         key = (id(group), "prefill", ops)
         tab = self._tables.get(key)
         if tab is None or tab[0][1].shape[0] <= lmax:
             size = max(lmax + 1, 2 * (tab[0][1].shape[0] if tab else 1024))
+            size = min(size, PREFILL_TABLE_MAX + 1)
             lens = np.maximum(np.arange(size, dtype=np.int64), 1)
             df = group.dataflow
             tab = []
