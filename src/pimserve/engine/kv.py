@@ -664,7 +664,7 @@ class KVHierarchy:
         self._free_slots.extend(s.tolist())
         return counts
 
-    def _hold(self, codes: np.ndarray | int, sign: int, size: int = -1) -> None:
+    def _hold(self, codes: np.ndarray | int, sign: int, size: int = 1) -> None:
         """Count ``codes`` (written over code 0, ``sign`` 1; or cleared to 0, -1) in
         ``_held``; ``size``: how many blocks a scalar code stands for."""
         held = self._held
@@ -677,7 +677,7 @@ class KVHierarchy:
             else:
                 held -= h
         else:
-            held[int(codes)] += sign * (size if size >= 0 else 1)
+            held[int(codes)] += sign * size
 
     def _rehold(self, rows: np.ndarray, cols: np.ndarray, codes: np.ndarray | int) -> None:
         """Move the blocks at ``rows, cols`` to bank-group ``codes``, keeping ``_held``."""
@@ -700,7 +700,7 @@ class KVHierarchy:
             held = self._held = np.bincount(self._bgx.ravel(), minlength=n)
         out = held.copy()
         hold = self.nblk[: self.max_slots] > 0
-        hold[slots[slots < self.max_slots]] = False
+        hold[slots] = False  # (a stepping request holds a slot: step assigns the new ones)
         if hold.any():
             others = np.flatnonzero(hold)
             cm = int(self.nblk[others].max())

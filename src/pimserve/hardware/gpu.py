@@ -110,6 +110,7 @@ Energy, of all ``N`` GPUs together: a ring moves ``2 (N - 1) / N x bytes`` out o
 from __future__ import annotations
 
 import csv
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -159,7 +160,7 @@ def _tile_traffic(m: int, k: int, n: int, tm: int, tn: int) -> int:
 _METRIC_SLACK = 1e-12
 #: above this many tiles the L2 search first cuts the L2 tilings that cannot win
 _FEW_TILES = 4
-#: FC shapes each GPU model keeps priced (:meth:`GPUModel._fc_formula`) before it starts afresh
+#: FC shapes each GPU model keeps priced (:meth:`GPUModel._fc_formula`), least recent out first
 _FORMULA_MEMO = 1 << 16
 
 
@@ -333,8 +334,8 @@ class GPUModel(CostModel):
         self._tile_lists: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._attacc_tile_lists: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         # _fc_formula by (m, k, n, dtype bytes): kernels of one shape (a layer's gate and up
-        # projections) share it; bounded (cleared when full)
-        self._formulas: dict[tuple[int, int, int, int], tuple[float, float, float]] = {}
+        # projections) share it (as CostModel memoises whole FC costs by kernel)
+        self._formula_of_shape = functools.lru_cache(maxsize=_FORMULA_MEMO)(self._shape_formula)
 
     # ---------------------------------------------------------------- device rates
     @property
@@ -401,16 +402,12 @@ class GPUModel(CostModel):
     def _fc_formula(self, k: FCKernel) -> tuple[float, float, float]:
         """(compute_s, memory_s, dynamic energy J) of one instance, without launch overhead
         (memoised by shape: it depends on nothing else)."""
-        key = (k.m, k.k, k.n, k.dtype_bytes)
-        out = self._formulas.get(key)
-        if out is None:
-            if len(self._formulas) >= _FORMULA_MEMO:
-                self._formulas.clear()
-            out = self._formulas[key] = self._fc_formula_of(k)
-        return out
+        return self._formula_of_shape(k.m, k.k, k.n, k.dtype_bytes)
 
-    def _fc_formula_of(self, k: FCKernel) -> tuple[float, float, float]:
-        """:meth:`_fc_formula`, computed."""
+    def _shape_formula(self, m: int, kk: int, n: int, db: int) -> tuple[float, float, float]:
+        """:meth:`_fc_formula` of an ``m x kk x n`` kernel of ``db``-byte elements, computed
+        (the kernel's name changes nothing: ``fc`` checks the shape before it gets here)."""
+        k = FCKernel("fc", m, kk, n, dtype_bytes=db)
         plan = self.fc_plan(k)
         e = self.spec.energy
         c = plan.charged
